@@ -1,0 +1,8 @@
+//! The CLI's commands that talk to a running supervisor over its Unix
+//! socket, through the same JSON API the page uses.
+
+mod api_client;
+mod status;
+
+pub use api_client::{ApiClient, ClientError};
+pub use status::{print_status, status_text};

@@ -1,0 +1,160 @@
+//! `ddaemon serve`: opens the state, binds the listeners, runs until SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::Extension;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::state::{StateDb, StateError};
+use crate::system::TimeZones;
+use crate::web::peer::{Peer, tag_tcp};
+use crate::web::{AppState, router};
+
+/// How long open connections get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Where the supervisor keeps things and where it listens.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The data folder (`/data` on a device); state goes in `DATA/ddaemon/`.
+    pub data_dir: PathBuf,
+    /// The page and API's TCP address.
+    pub listen: SocketAddr,
+    /// The root-only Unix socket the CLI uses.
+    pub socket: PathBuf,
+    /// The tz database.
+    pub zoneinfo: PathBuf,
+}
+
+/// Why the supervisor could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cannot listen on {addr}: {source} (is another ddaemon or web server using it?)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot create the control socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot watch for signals: {0}")]
+    Signals(std::io::Error),
+    #[error("the web server stopped: {0}")]
+    Server(std::io::Error),
+}
+
+/// Runs the supervisor until SIGTERM or SIGINT.
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let db = StateDb::open(&options.data_dir.join("ddaemon"))?;
+    let settings = db.device_settings().await?;
+    let zones = TimeZones::load(&options.zoneinfo);
+    let state = AppState::new(
+        db,
+        zones,
+        options.data_dir.clone(),
+        settings.setup_complete(),
+    );
+    let app = router(state);
+
+    let tcp = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let unix = bind_private_socket(&options.socket)?;
+    let local = tcp.local_addr().unwrap_or(options.listen);
+    tracing::info!(
+        listen = %local,
+        socket = %options.socket.display(),
+        data = %options.data_dir.display(),
+        setup_complete = settings.setup_complete(),
+        version = env!("CARGO_PKG_VERSION"),
+        "ddaemon serving"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let tcp_server = axum::serve(
+        tcp,
+        app.clone()
+            .layer(axum::middleware::from_fn(tag_tcp))
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let unix_server = axum::serve(unix, app.layer(Extension(Peer::LocalRoot)))
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
+    let servers = async { tokio::try_join!(tcp_server.into_future(), unix_server.into_future()) };
+    tokio::pin!(servers);
+    let result = tokio::select! {
+        result = &mut servers => result.map(drop),
+        _ = term.recv() => shut_down(&stop_tx, &mut servers, "SIGTERM").await,
+        _ = int.recv() => shut_down(&stop_tx, &mut servers, "SIGINT").await,
+    };
+    remove_socket(&options.socket);
+    result.map_err(ServeError::Server)?;
+    tracing::info!("ddaemon stopped");
+    Ok(())
+}
+
+async fn shut_down<F>(
+    stop: &watch::Sender<bool>,
+    servers: &mut std::pin::Pin<&mut F>,
+    why: &str,
+) -> std::io::Result<()>
+where
+    F: std::future::Future<Output = std::io::Result<((), ())>>,
+{
+    tracing::info!(signal = why, "shutting down");
+    let _ = stop.send(true);
+    match tokio::time::timeout(SHUTDOWN_GRACE, servers.as_mut()).await {
+        Ok(result) => result.map(drop),
+        Err(_) => {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// Binds the control socket so that only root can ever connect: the mode is
+/// set through the umask at bind time, leaving no window with looser rights.
+fn bind_private_socket(path: &Path) -> Result<UnixListener, ServeError> {
+    use nix::sys::stat::{Mode, umask};
+    let err = |source| ServeError::Socket {
+        path: path.to_owned(),
+        source,
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(err(std::io::Error::other(
+                "a file that is not a socket is in the way; move it",
+            )));
+        }
+        // A socket left by a crashed supervisor; nothing listens on it.
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    let old = umask(Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    umask(old);
+    listener.map_err(err)
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(err) = std::fs::remove_file(path) {
+        tracing::debug!(path = %path.display(), %err, "control socket already gone");
+    }
+}

@@ -1,0 +1,54 @@
+//! The supervisor's web face: the setup page, the dashboard, and the JSON
+//! API they and the CLI use, all on one axum router.
+//!
+//! It owns HTTP concerns (routes, cookies, CSRF, error shapes, assets); the
+//! rules themselves live in `auth`, `setup` and `system`. The reverse proxy
+//! for apps (`APPNAME.local`) will be its own module beside this one.
+
+pub mod api;
+pub mod api_error;
+mod api_json;
+mod assets;
+pub mod cookies;
+mod guard;
+pub mod openapi;
+mod pages;
+pub mod peer;
+pub mod session;
+mod state;
+
+pub use state::AppState;
+
+use axum::Router;
+use axum::middleware;
+use axum::response::Redirect;
+use axum::routing::{get, post};
+
+/// The whole router, without the connection-specific peer layer.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/health", get(api::health))
+        .route("/setup", post(api::setup))
+        .route("/login", post(api::login))
+        .route("/logout", post(api::logout))
+        .route("/system", get(api::system))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed);
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/apps") }))
+        .route("/apps", get(pages::apps))
+        .route("/storage", get(pages::storage))
+        .route("/backups", get(pages::backups))
+        .route("/domain", get(pages::domain))
+        .route("/system", get(pages::system))
+        .route("/setup", get(pages::setup_form).post(pages::setup_submit))
+        .route("/login", get(pages::login_form).post(pages::login_submit))
+        .route("/logout", post(pages::logout_submit))
+        .route("/assets/{file}", get(assets::serve))
+        .nest("/api/v1", api)
+        .fallback(pages::not_found)
+        .layer(middleware::from_fn(guard::same_origin))
+        .layer(middleware::from_fn(guard::security_headers))
+        .with_state(state)
+}

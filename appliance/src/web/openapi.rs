@@ -1,0 +1,54 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::api;
+use super::api_error::{ErrorBody, ErrorDetail};
+use crate::setup::SetupRequest;
+use crate::system::{DiskUse, MemoryUse, SystemInfo};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "ddaemon API", description = "The supervisor's JSON API, used by its own pages and CLI."),
+    paths(api::health, api::setup, api::login, api::logout, api::system),
+    components(schemas(
+        api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone,
+        SetupRequest, SystemInfo, MemoryUse, DiskUse, ErrorBody, ErrorDetail
+    )),
+    modifiers(&Security)
+)]
+struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                super::cookies::SESSION_COOKIE,
+                "Set by /api/v1/login or /api/v1/setup",
+            ))),
+        );
+        components.add_security_scheme(
+            "csrf",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-CSRF-Token",
+                "The csrf_token from login; required on every state-changing call with a session",
+            ))),
+        );
+    }
+}
+
+/// The document as a value.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// `GET /api/v1/openapi.json`.
+pub async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(document())
+}

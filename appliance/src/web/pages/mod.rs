@@ -1,0 +1,57 @@
+//! Server-rendered pages. Everything essential works with JavaScript off:
+//! plain forms posting back to the same path, redirects after success.
+
+mod layout;
+mod login_page;
+mod sections;
+mod setup_page;
+
+pub use login_page::{login_form, login_submit, logout_submit};
+pub use sections::{apps, backups, domain, not_found, storage, system};
+pub use setup_page::{setup_form, setup_submit};
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use maud::Markup;
+
+use super::cookies::{self, FORM_COOKIE};
+use super::peer::Peer;
+use crate::auth::{constant_time_eq, new_token};
+
+/// The double-submit token of a session-less form: the cookie already sent,
+/// or a new one to set. Returns the token and whether it must be set.
+fn form_token(headers: &HeaderMap) -> std::io::Result<(String, bool)> {
+    match cookies::read(headers, FORM_COOKIE) {
+        Some(token) if token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok((token, false))
+        }
+        _ => Ok((new_token()?, true)),
+    }
+}
+
+/// Whether a session-less form came back with the token its cookie holds.
+fn form_token_ok(headers: &HeaderMap, submitted: &str) -> bool {
+    cookies::read(headers, FORM_COOKIE)
+        .is_some_and(|cookie| constant_time_eq(cookie.as_bytes(), submitted.as_bytes()))
+}
+
+/// What a page says when the form cookie did not come back.
+const FORM_COOKIE_MESSAGE: &str = "Your browser did not send back this page's cookie. Allow cookies for this device and send the form again.";
+
+/// A session-less form page, setting its token cookie when it is new.
+fn with_form_cookie(
+    status: StatusCode,
+    page: Markup,
+    token: &str,
+    fresh: bool,
+    peer: Peer,
+) -> Response {
+    let mut response = (status, Html(page.into_string())).into_response();
+    if fresh {
+        response.headers_mut().append(
+            header::SET_COOKIE,
+            cookies::set(FORM_COOKIE, token, 3600, peer.tls()),
+        );
+    }
+    response
+}

@@ -1,0 +1,103 @@
+//! The dashboard's sections. Apps, Storage, Backups and Domain are empty
+//! shells until their modules land; System shows the device's state.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+
+use super::layout::{bare, dashboard};
+use crate::system::{format_bytes, format_duration};
+use crate::web::api::system_info;
+use crate::web::session::PageSession;
+use crate::web::state::AppState;
+
+async fn section(
+    state: &AppState,
+    session: &PageSession,
+    path: &str,
+    title: &str,
+    body: Markup,
+) -> Response {
+    let device_name = match state.db.device_settings().await {
+        Ok(settings) => settings.device_name.unwrap_or_default(),
+        Err(err) => return crate::web::api_error::ApiError::internal(&err).into_response(),
+    };
+    let csrf = session.0.csrf_token.as_deref().unwrap_or_default();
+    Html(dashboard(title, path, &device_name, csrf, body).into_string()).into_response()
+}
+
+fn empty(text: &str) -> Markup {
+    html! { p.empty { (text) } }
+}
+
+/// `/apps`, the home page.
+pub async fn apps(State(state): State<AppState>, session: PageSession) -> Response {
+    let body = empty("No apps are installed yet.");
+    section(&state, &session, "/apps", "Apps", body).await
+}
+
+/// `/storage`.
+pub async fn storage(State(state): State<AppState>, session: PageSession) -> Response {
+    let body = empty("Attached disks and their shares will be listed here.");
+    section(&state, &session, "/storage", "Storage", body).await
+}
+
+/// `/backups`.
+pub async fn backups(State(state): State<AppState>, session: PageSession) -> Response {
+    let body = empty("No backup is set up yet.");
+    section(&state, &session, "/backups", "Backups", body).await
+}
+
+/// `/domain`.
+pub async fn domain(State(state): State<AppState>, session: PageSession) -> Response {
+    let body = empty("No domain is set up. Apps answer on the home network only.");
+    section(&state, &session, "/domain", "Domain", body).await
+}
+
+/// `/system`.
+pub async fn system(State(state): State<AppState>, session: PageSession) -> Response {
+    let info = match system_info(&state).await {
+        Ok(info) => info,
+        Err(err) => return err.into_response(),
+    };
+    let name = info.device_name.clone().unwrap_or_default();
+    let body = html! {
+        dl.facts {
+            dt { "Device name" } dd { (name) " (" (name) ".local)" }
+            dt { "Host name" } dd { (info.hostname) }
+            dt { "Version" } dd { "ddaemon " (info.version) }
+            dt { "Time zone" } dd { (info.timezone.as_deref().unwrap_or("UTC")) }
+            dt { "Uptime" } dd { (format_duration(info.uptime_seconds)) }
+            dt { "Memory" } dd {
+                @if let Some(m) = &info.memory {
+                    (format_bytes(m.used_bytes)) " used of " (format_bytes(m.total_bytes))
+                    meter min="0" max=(m.total_bytes) value=(m.used_bytes) {}
+                } @else { "unknown" }
+            }
+            dt { "Disk" } dd {
+                @if let Some(d) = &info.disk {
+                    (format_bytes(d.used_bytes)) " used of " (format_bytes(d.total_bytes)) " (" (d.path) ")"
+                    meter min="0" max=(d.total_bytes) value=(d.used_bytes) {}
+                } @else { "unknown" }
+            }
+        }
+    };
+    section(&state, &session, "/system", "System", body).await
+}
+
+/// Any other path: on a fresh device, the wizard; otherwise a 404 page.
+pub async fn not_found(State(state): State<AppState>) -> Response {
+    if !state.setup_complete() {
+        return Redirect::to("/setup").into_response();
+    }
+    let body = html! {
+        h1 { "Not here" }
+        p { "This page does not exist. " a href="/" { "Go to the dashboard" } "." }
+    };
+    (
+        StatusCode::NOT_FOUND,
+        Html(bare("Not found", body).into_string()),
+    )
+        .into_response()
+}

@@ -1,0 +1,48 @@
+//! What every request handler can reach.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::auth::{Logins, PasswordHasher};
+use crate::state::StateDb;
+use crate::system::TimeZones;
+
+/// Shared state of the web server; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: StateDb,
+    pub logins: Logins,
+    pub hasher: PasswordHasher,
+    pub zones: Arc<TimeZones>,
+    pub data_dir: Arc<PathBuf>,
+    pub started: Instant,
+    setup_complete: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// State over an open database.
+    pub fn new(db: StateDb, zones: TimeZones, data_dir: PathBuf, setup_complete: bool) -> Self {
+        let hasher = PasswordHasher::default();
+        Self {
+            logins: Logins::new(db.clone(), hasher.clone()),
+            db,
+            hasher,
+            zones: Arc::new(zones),
+            data_dir: Arc::new(data_dir),
+            started: Instant::now(),
+            setup_complete: Arc::new(AtomicBool::new(setup_complete)),
+        }
+    }
+
+    /// Whether setup is done (cached; the database is the truth).
+    pub fn setup_complete(&self) -> bool {
+        self.setup_complete.load(Ordering::Acquire)
+    }
+
+    /// Called once setup has been committed.
+    pub fn mark_setup_complete(&self) {
+        self.setup_complete.store(true, Ordering::Release);
+    }
+}
