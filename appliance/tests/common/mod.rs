@@ -1,0 +1,218 @@
+//! A real `ddaemon serve` on a free loopback port, with its own data folder,
+//! for tests that talk to it over HTTP as the page or a client would.
+
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::header::{HeaderMap, SET_COOKIE};
+use serde_json::{Value, json};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// A running supervisor. Dropping it stops it.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr")
+}
+
+impl Daemon {
+    /// Starts a supervisor on a fresh data folder.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir).await
+    }
+
+    /// Starts a supervisor on an existing data folder.
+    pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client");
+        let mut daemon = Self {
+            dir,
+            addr: free_port(),
+            child: None,
+            http,
+        };
+        daemon.spawn().await;
+        daemon
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("ddaemon.sock")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ddaemon"))
+            .arg("serve")
+            .arg("--data")
+            .arg(self.dir.path())
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--socket")
+            .arg(self.socket())
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ddaemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(self.url("/api/v1/health")).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("ddaemon exited with {status} before answering:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "ddaemon did not answer in 20 s:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("running")
+    }
+
+    /// Stops with SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        child.wait().expect("wait")
+    }
+
+    /// Kills with SIGKILL, as a power cut would stop it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same data folder and port.
+    pub async fn restart(&mut self) {
+        if self.child.is_some() {
+            let status = self.terminate();
+            assert!(status.success(), "SIGTERM must stop ddaemon cleanly, got {status}");
+        }
+        self.spawn().await;
+    }
+
+    pub async fn health(&self) -> Value {
+        self.http
+            .get(self.url("/api/v1/health"))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("health json")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http.post(self.url(path)).json(body).send().await.expect("post")
+    }
+
+    /// Completes setup and returns the session (cookie value, CSRF token).
+    pub async fn set_up(&self) -> Session {
+        let r = self
+            .post_json(
+                "/api/v1/setup",
+                &json!({"device_name": "ddaemon", "password": PASSWORD, "password_confirm": PASSWORD, "timezone": "UTC"}),
+            )
+            .await;
+        assert_eq!(r.status(), 201, "setup failed");
+        Session::from_response(r).await
+    }
+
+    pub async fn login(&self, password: &str) -> reqwest::Response {
+        self.post_json("/api/v1/login", &json!({ "password": password })).await
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A logged-in client's credentials.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl Session {
+    pub async fn from_response(r: reqwest::Response) -> Self {
+        let cookie = cookie_value(r.headers(), "ddaemon_session").expect("session cookie set");
+        let body: Value = r.json().await.expect("json");
+        let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
+        Self { cookie, csrf }
+    }
+
+    pub fn header(&self) -> String {
+        format!("ddaemon_session={}", self.cookie)
+    }
+}
+
+/// The `Set-Cookie` line for `name`, whole.
+pub fn set_cookie_line(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// The value a `Set-Cookie` gives `name`.
+pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    let line = set_cookie_line(headers, name)?;
+    let value = line.split(';').next()?.split_once('=')?.1.to_owned();
+    (!value.is_empty()).then_some(value)
+}
+
+/// The error body's `code` and `field`.
+pub async fn error_of(r: reqwest::Response) -> (u16, String, Option<String>, String) {
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.expect("error body is JSON");
+    let e = &body["error"];
+    (
+        status,
+        e["code"].as_str().unwrap_or_default().to_owned(),
+        e["field"].as_str().map(str::to_owned),
+        e["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}

@@ -1,0 +1,182 @@
+//! The pages work as plain HTML forms, with JavaScript off.
+
+mod common;
+
+use common::{Daemon, PASSWORD, cookie_value, set_cookie_line};
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn form_token(html: &str) -> String {
+    let marker = "name=\"form_token\" value=\"";
+    let start = html.find(marker).expect("form has a token") + marker.len();
+    html[start..start + 64].to_owned()
+}
+
+#[tokio::test]
+async fn every_page_leads_to_the_wizard_until_set_up() {
+    let d = Daemon::start().await;
+    for path in ["/", "/apps", "/storage", "/backups", "/domain", "/system", "/login", "/no-such-page"] {
+        let mut r = d.http.get(d.url(path)).send().await.expect("get");
+        // `/` first goes to the dashboard, which then goes to setup.
+        if location(&r) == "/apps" {
+            r = d.http.get(d.url("/apps")).send().await.expect("get");
+        }
+        assert_eq!(r.status(), 303, "{path}");
+        assert_eq!(location(&r), "/setup", "{path}");
+    }
+    let r = d.http.get(d.url("/setup")).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap_or("").starts_with("text/html"));
+    let html = r.text().await.expect("html");
+    assert!(html.contains("value=\"ddaemon\""), "the name field offers the default");
+    assert!(html.contains("<option value=\"Europe/Berlin\""), "time zones are listed");
+    assert!(!html.contains("<script"), "the wizard needs no JavaScript");
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "nothing is fetched from elsewhere");
+}
+
+#[tokio::test]
+async fn wizard_form_validates_then_logs_in_and_logout_ends_the_session() {
+    let d = Daemon::start().await;
+    let r = d.http.get(d.url("/setup")).send().await.expect("get");
+    let form_cookie = cookie_value(r.headers(), "ddaemon_form").expect("form cookie");
+    let token = form_token(&r.text().await.expect("html"));
+    assert_eq!(token, form_cookie);
+    let cookie = format!("ddaemon_form={form_cookie}");
+
+    // Without the cookie (a forged cross-site form) nothing happens.
+    let fields = [
+        ("device_name", "kitchen"),
+        ("password", PASSWORD),
+        ("password_confirm", PASSWORD),
+        ("timezone", "UTC"),
+        ("form_token", token.as_str()),
+    ];
+    let r = d.http.post(d.url("/setup")).form(&fields).send().await.expect("post");
+    assert_eq!(r.status(), 403);
+    assert_eq!(d.health().await["setup_complete"], false);
+
+    // A short password: the page comes back with the message by the field,
+    // the name kept, and nothing saved.
+    let short = [
+        ("device_name", "kitchen"),
+        ("password", "short"),
+        ("password_confirm", "short"),
+        ("timezone", "UTC"),
+        ("form_token", token.as_str()),
+    ];
+    let r = d
+        .http
+        .post(d.url("/setup"))
+        .header("cookie", &cookie)
+        .form(&short)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    let html = r.text().await.expect("html");
+    assert!(html.contains("id=\"password-error\""), "{html}");
+    assert!(html.contains("at least 10"));
+    assert!(html.contains("value=\"kitchen\""));
+    assert_eq!(d.health().await["setup_complete"], false);
+
+    let r = d
+        .http
+        .post(d.url("/setup"))
+        .header("cookie", &cookie)
+        .form(&fields)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/apps");
+    let session = cookie_value(r.headers(), "ddaemon_session").expect("logged in");
+    let session_cookie = format!("ddaemon_session={session}");
+
+    let r = d
+        .http
+        .get(d.url("/system"))
+        .header("cookie", &session_cookie)
+        .send()
+        .await
+        .expect("system");
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.expect("html");
+    for expected in ["kitchen.local", "Uptime", "Memory", "Disk", env!("CARGO_PKG_VERSION")] {
+        assert!(html.contains(expected), "System page lacks {expected}");
+    }
+    for section in ["Apps", "Storage", "Backups", "Domain", "System"] {
+        assert!(html.contains(&format!(">{section}</a>")), "menu lacks {section}");
+    }
+    let marker = "name=\"csrf_token\" value=\"";
+    let start = html.find(marker).expect("logout form") + marker.len();
+    let csrf = html[start..start + 64].to_owned();
+
+    // Logout without the token is refused; with it, the session ends.
+    let r = d
+        .http
+        .post(d.url("/logout"))
+        .header("cookie", &session_cookie)
+        .form(&[("csrf_token", "nope")])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 403);
+    let r = d
+        .http
+        .post(d.url("/logout"))
+        .header("cookie", &session_cookie)
+        .form(&[("csrf_token", csrf.as_str())])
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), "/login");
+    assert!(set_cookie_line(r.headers(), "ddaemon_session").is_some_and(|l| l.contains("Max-Age=0")));
+    let r = d
+        .http
+        .get(d.url("/system"))
+        .header("cookie", &session_cookie)
+        .send()
+        .await
+        .expect("system");
+    assert_eq!(location(&r), "/login");
+}
+
+#[tokio::test]
+async fn login_form_reports_wrong_password_and_the_wait() {
+    let d = Daemon::start().await;
+    d.set_up().await;
+    let r = d.http.get(d.url("/login")).send().await.expect("get");
+    let form_cookie = cookie_value(r.headers(), "ddaemon_form").expect("form cookie");
+    let cookie = format!("ddaemon_form={form_cookie}");
+    let wrong = [("password", "not it at all"), ("form_token", form_cookie.as_str())];
+    for _ in 0..5 {
+        let r = d
+            .http
+            .post(d.url("/login"))
+            .header("cookie", &cookie)
+            .form(&wrong)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 401);
+        assert!(r.text().await.expect("html").contains("Wrong password"));
+    }
+    let r = d
+        .http
+        .post(d.url("/login"))
+        .header("cookie", &cookie)
+        .form(&wrong)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 429);
+    let html = r.text().await.expect("html");
+    assert!(html.contains("Try again in "), "{html}");
+}
