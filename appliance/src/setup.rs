@@ -20,9 +20,10 @@ pub const ADMIN_USER: &str = "admin";
 #[serde(deny_unknown_fields)]
 pub struct SetupRequest {
     /// A DNS label: letters, digits and hyphens, at most 63. The device answers at `NAME.local`.
-    #[schema(example = "ddaemon")]
+    #[schema(example = "ddaemon", min_length = 1, max_length = 63)]
     pub device_name: String,
     /// At least 10 characters.
+    #[schema(min_length = 10, max_length = 1024)]
     pub password: String,
     /// The same password again.
     pub password_confirm: String,

@@ -18,13 +18,19 @@ async fn setup_happy_path_logs_the_admin_in() {
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
 
     let r = d
-        .post_json("/api/v1/setup", &setup_body("Living-Room", PASSWORD, PASSWORD, "Europe/Berlin"))
+        .post_json(
+            "/api/v1/setup",
+            &setup_body("Living-Room", PASSWORD, PASSWORD, "Europe/Berlin"),
+        )
         .await;
     assert_eq!(r.status(), 201);
     let line = set_cookie_line(r.headers(), "ddaemon_session").expect("session cookie");
     assert!(line.contains("HttpOnly"), "{line}");
     assert!(line.contains("SameSite=Strict"), "{line}");
-    assert!(!line.contains("Secure"), "plain HTTP must not mark the cookie Secure: {line}");
+    assert!(
+        !line.contains("Secure"),
+        "plain HTTP must not mark the cookie Secure: {line}"
+    );
     let session = common::Session::from_response(r).await;
 
     assert_eq!(d.health().await["setup_complete"], true);
@@ -38,7 +44,10 @@ async fn setup_happy_path_logs_the_admin_in() {
         .json()
         .await
         .expect("json");
-    assert_eq!(system["device_name"], "living-room", "names are stored lower-case");
+    assert_eq!(
+        system["device_name"], "living-room",
+        "names are stored lower-case"
+    );
     assert_eq!(system["timezone"], "Europe/Berlin");
     assert!(system["memory"]["total_bytes"].as_u64().unwrap_or(0) > 0);
     assert!(system["disk"]["total_bytes"].as_u64().unwrap_or(0) > 0);
@@ -50,18 +59,36 @@ async fn each_bad_setup_input_names_its_field_and_changes_nothing() {
     let d = Daemon::start().await;
     let cases = [
         (setup_body("ddaemon", "short", "short", "UTC"), "password"),
-        (setup_body("ddaemon", PASSWORD, "correct horse batterx", "UTC"), "password_confirm"),
-        (setup_body("my_device", PASSWORD, PASSWORD, "UTC"), "device_name"),
+        (
+            setup_body("ddaemon", PASSWORD, "correct horse batterx", "UTC"),
+            "password_confirm",
+        ),
+        (
+            setup_body("my_device", PASSWORD, PASSWORD, "UTC"),
+            "device_name",
+        ),
         (setup_body("-pi", PASSWORD, PASSWORD, "UTC"), "device_name"),
         (setup_body("", PASSWORD, PASSWORD, "UTC"), "device_name"),
-        (setup_body("ddaemon", PASSWORD, PASSWORD, "Mars/Olympus"), "timezone"),
-        (setup_body("ddaemon", PASSWORD, PASSWORD, "../../../etc/passwd"), "timezone"),
-        (json!({"device_name": "ddaemon", "password_confirm": PASSWORD, "timezone": "UTC"}), "password"),
+        (
+            setup_body("ddaemon", PASSWORD, PASSWORD, "Mars/Olympus"),
+            "timezone",
+        ),
+        (
+            setup_body("ddaemon", PASSWORD, PASSWORD, "../../../etc/passwd"),
+            "timezone",
+        ),
+        (
+            json!({"device_name": "ddaemon", "password_confirm": PASSWORD, "timezone": "UTC"}),
+            "password",
+        ),
         (
             json!({"device_name": "ddaemon", "password": PASSWORD, "password_confirm": PASSWORD, "timezone": "UTC", "admin": true}),
             "admin",
         ),
-        (json!({"device_name": 7, "password": PASSWORD, "password_confirm": PASSWORD, "timezone": "UTC"}), "device_name"),
+        (
+            json!({"device_name": 7, "password": PASSWORD, "password_confirm": PASSWORD, "timezone": "UTC"}),
+            "device_name",
+        ),
     ];
     for (body, field) in cases {
         let r = d.post_json("/api/v1/setup", &body).await;
@@ -71,14 +98,28 @@ async fn each_bad_setup_input_names_its_field_and_changes_nothing() {
         assert!(code == "invalid_input" || code == "invalid_json", "{code}");
         assert_eq!(got_field.as_deref(), Some(field), "{body} -> {message}");
         assert!(!message.is_empty());
-        assert_eq!(d.health().await["setup_complete"], false, "nothing half-set after {body}");
+        assert_eq!(
+            d.health().await["setup_complete"],
+            false,
+            "nothing half-set after {body}"
+        );
     }
     // No admin exists: a login finds no set-up device.
     let (status, code, _, _) = error_of(d.login(PASSWORD).await).await;
     assert_eq!((status, code.as_str()), (409, "setup_required"));
 
-    let r = d.http.post(d.url("/api/v1/setup")).body("{}").send().await.expect("post");
-    assert_eq!(r.status(), 415, "a body without the JSON media type is refused");
+    let r = d
+        .http
+        .post(d.url("/api/v1/setup"))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        r.status(),
+        415,
+        "a body without the JSON media type is refused"
+    );
 
     // And the refused attempts did not block a good one.
     d.set_up().await;
@@ -89,7 +130,10 @@ async fn second_setup_is_a_conflict_and_keeps_the_first_password() {
     let d = Daemon::start().await;
     d.set_up().await;
     let r = d
-        .post_json("/api/v1/setup", &setup_body("other", "another password", "another password", "UTC"))
+        .post_json(
+            "/api/v1/setup",
+            &setup_body("other", "another password", "another password", "UTC"),
+        )
         .await;
     let (status, code, _, _) = error_of(r).await;
     assert_eq!((status, code.as_str()), (409, "already_set_up"));
@@ -103,7 +147,11 @@ async fn wrong_passwords_get_401_then_the_sixth_gets_429_with_the_wait() {
     d.set_up().await;
     for i in 1..=5 {
         let (status, code, field, _) = error_of(d.login("not the password").await).await;
-        assert_eq!((status, code.as_str()), (401, "wrong_password"), "attempt {i}");
+        assert_eq!(
+            (status, code.as_str()),
+            (401, "wrong_password"),
+            "attempt {i}"
+        );
         assert_eq!(field.as_deref(), Some("password"));
     }
     let r = d.login("not the password").await;
@@ -117,7 +165,10 @@ async fn wrong_passwords_get_401_then_the_sixth_gets_429_with_the_wait() {
     assert!((1..=60).contains(&retry), "{retry}");
     let (_, code, _, message) = error_of(r).await;
     assert_eq!(code, "rate_limited");
-    assert!(message.contains(&format!("try again in {retry} s")), "{message}");
+    assert!(
+        message.contains(&format!("try again in {retry} s")),
+        "{message}"
+    );
     // While locked out even the right password is not checked.
     assert_eq!(d.login(PASSWORD).await.status(), 429);
 }
@@ -157,7 +208,11 @@ async fn protected_endpoints_need_a_session_and_state_changes_need_csrf() {
                 .await
                 .expect("send");
             let (status, code, _, _) = error_of(r).await;
-            assert_eq!((status, code.as_str()), (401, "unauthorized"), "{method} {path} without a session");
+            assert_eq!(
+                (status, code.as_str()),
+                (401, "unauthorized"),
+                "{method} {path} without a session"
+            );
 
             let stale = d
                 .http
@@ -166,16 +221,27 @@ async fn protected_endpoints_need_a_session_and_state_changes_need_csrf() {
                 .send()
                 .await
                 .expect("send");
-            assert_eq!(stale.status(), 401, "{method} {path} with a made-up session");
+            assert_eq!(
+                stale.status(),
+                401,
+                "{method} {path} with a made-up session"
+            );
 
             if m != reqwest::Method::GET && m != reqwest::Method::HEAD {
                 for token in [None, Some("wrong")] {
-                    let mut req = d.http.request(m.clone(), d.url(path)).header("cookie", session.header());
+                    let mut req = d
+                        .http
+                        .request(m.clone(), d.url(path))
+                        .header("cookie", session.header());
                     if let Some(t) = token {
                         req = req.header("x-csrf-token", t);
                     }
                     let (status, code, _, _) = error_of(req.send().await.expect("send")).await;
-                    assert_eq!((status, code.as_str()), (403, "csrf_failed"), "{method} {path} csrf {token:?}");
+                    assert_eq!(
+                        (status, code.as_str()),
+                        (403, "csrf_failed"),
+                        "{method} {path} csrf {token:?}"
+                    );
                 }
             }
         }
@@ -248,9 +314,17 @@ async fn a_post_from_another_site_is_refused() {
 #[tokio::test]
 async fn unknown_api_paths_and_methods_answer_json() {
     let d = Daemon::start().await;
-    let (status, code, _, _) = error_of(d.http.get(d.url("/api/v1/nope")).send().await.expect("get")).await;
+    let (status, code, _, _) =
+        error_of(d.http.get(d.url("/api/v1/nope")).send().await.expect("get")).await;
     assert_eq!((status, code.as_str()), (404, "not_found"));
-    let (status, code, _, _) = error_of(d.http.delete(d.url("/api/v1/health")).send().await.expect("del")).await;
+    let (status, code, _, _) = error_of(
+        d.http
+            .delete(d.url("/api/v1/health"))
+            .send()
+            .await
+            .expect("del"),
+    )
+    .await;
     assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
 }
 
@@ -260,7 +334,11 @@ async fn cli_status_over_the_root_only_socket() {
     let d = Daemon::start().await;
     let meta = std::fs::metadata(d.socket()).expect("socket exists");
     assert!(meta.file_type().is_socket());
-    assert_eq!(meta.permissions().mode() & 0o777, 0o600, "only root may connect");
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "only root may connect"
+    );
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ddaemon"))
         .args(["status", "--socket"])
@@ -277,7 +355,11 @@ async fn cli_status_over_the_root_only_socket() {
         .arg(d.socket())
         .output()
         .expect("run status");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let info: Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(info["device_name"], "ddaemon");
     assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));

@@ -44,7 +44,14 @@ async fn wizard_logout_login_and_dashboard_screenshot() {
     .await
     .expect("join")
     .expect("run node");
-    assert!(status.success(), "the browser test failed; daemon log:\n{}", d.log());
+    assert!(
+        status.success(),
+        "the browser test failed; daemon log:\n{}",
+        d.log()
+    );
     let png = std::fs::read(out.join("dashboard.png")).expect("dashboard screenshot saved");
-    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "a real screenshot"
+    );
 }

@@ -21,7 +21,16 @@ fn form_token(html: &str) -> String {
 #[tokio::test]
 async fn every_page_leads_to_the_wizard_until_set_up() {
     let d = Daemon::start().await;
-    for path in ["/", "/apps", "/storage", "/backups", "/domain", "/system", "/login", "/no-such-page"] {
+    for path in [
+        "/",
+        "/apps",
+        "/storage",
+        "/backups",
+        "/domain",
+        "/system",
+        "/login",
+        "/no-such-page",
+    ] {
         let mut r = d.http.get(d.url(path)).send().await.expect("get");
         // `/` first goes to the dashboard, which then goes to setup.
         if location(&r) == "/apps" {
@@ -32,12 +41,26 @@ async fn every_page_leads_to_the_wizard_until_set_up() {
     }
     let r = d.http.get(d.url("/setup")).send().await.expect("get");
     assert_eq!(r.status(), 200);
-    assert!(r.headers()["content-type"].to_str().unwrap_or("").starts_with("text/html"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/html")
+    );
     let html = r.text().await.expect("html");
-    assert!(html.contains("value=\"ddaemon\""), "the name field offers the default");
-    assert!(html.contains("<option value=\"Europe/Berlin\""), "time zones are listed");
+    assert!(
+        html.contains("value=\"ddaemon\""),
+        "the name field offers the default"
+    );
+    assert!(
+        html.contains("<option value=\"Europe/Berlin\""),
+        "time zones are listed"
+    );
     assert!(!html.contains("<script"), "the wizard needs no JavaScript");
-    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"), "nothing is fetched from elsewhere");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "nothing is fetched from elsewhere"
+    );
 }
 
 #[tokio::test]
@@ -57,7 +80,13 @@ async fn wizard_form_validates_then_logs_in_and_logout_ends_the_session() {
         ("timezone", "UTC"),
         ("form_token", token.as_str()),
     ];
-    let r = d.http.post(d.url("/setup")).form(&fields).send().await.expect("post");
+    let r = d
+        .http
+        .post(d.url("/setup"))
+        .form(&fields)
+        .send()
+        .await
+        .expect("post");
     assert_eq!(r.status(), 403);
     assert_eq!(d.health().await["setup_complete"], false);
 
@@ -107,11 +136,20 @@ async fn wizard_form_validates_then_logs_in_and_logout_ends_the_session() {
         .expect("system");
     assert_eq!(r.status(), 200);
     let html = r.text().await.expect("html");
-    for expected in ["kitchen.local", "Uptime", "Memory", "Disk", env!("CARGO_PKG_VERSION")] {
+    for expected in [
+        "kitchen.local",
+        "Uptime",
+        "Memory",
+        "Disk",
+        env!("CARGO_PKG_VERSION"),
+    ] {
         assert!(html.contains(expected), "System page lacks {expected}");
     }
     for section in ["Apps", "Storage", "Backups", "Domain", "System"] {
-        assert!(html.contains(&format!(">{section}</a>")), "menu lacks {section}");
+        assert!(
+            html.contains(&format!(">{section}</a>")),
+            "menu lacks {section}"
+        );
     }
     let marker = "name=\"csrf_token\" value=\"";
     let start = html.find(marker).expect("logout form") + marker.len();
@@ -137,7 +175,9 @@ async fn wizard_form_validates_then_logs_in_and_logout_ends_the_session() {
         .expect("logout");
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/login");
-    assert!(set_cookie_line(r.headers(), "ddaemon_session").is_some_and(|l| l.contains("Max-Age=0")));
+    assert!(
+        set_cookie_line(r.headers(), "ddaemon_session").is_some_and(|l| l.contains("Max-Age=0"))
+    );
     let r = d
         .http
         .get(d.url("/system"))
@@ -155,7 +195,10 @@ async fn login_form_reports_wrong_password_and_the_wait() {
     let r = d.http.get(d.url("/login")).send().await.expect("get");
     let form_cookie = cookie_value(r.headers(), "ddaemon_form").expect("form cookie");
     let cookie = format!("ddaemon_form={form_cookie}");
-    let wrong = [("password", "not it at all"), ("form_token", form_cookie.as_str())];
+    let wrong = [
+        ("password", "not it at all"),
+        ("form_token", form_cookie.as_str()),
+    ];
     for _ in 0..5 {
         let r = d
             .http

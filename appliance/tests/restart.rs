@@ -59,11 +59,20 @@ async fn kill_9_during_setup_leaves_all_or_nothing() {
         d.restart().await;
         if d.health().await["setup_complete"] == true {
             saw_all += 1;
-            assert_eq!(d.login(PASSWORD).await.status(), 200, "complete setup must have the admin (delay {delay} ms)");
+            assert_eq!(
+                d.login(PASSWORD).await.status(),
+                200,
+                "complete setup must have the admin (delay {delay} ms)"
+            );
             let system: serde_json::Value = d
                 .http
                 .get(d.url("/api/v1/system"))
-                .header("cookie", common::Session::from_response(d.login(PASSWORD).await).await.header())
+                .header(
+                    "cookie",
+                    common::Session::from_response(d.login(PASSWORD).await)
+                        .await
+                        .header(),
+                )
                 .send()
                 .await
                 .expect("system")
@@ -78,9 +87,14 @@ async fn kill_9_during_setup_leaves_all_or_nothing() {
             d.set_up().await;
         }
         let conn = rusqlite::Connection::open(d.data().join("ddaemon/state.db")).expect("open db");
-        let ok: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
+        let ok: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
         assert_eq!(ok, "ok");
     }
     eprintln!("kill -9 during setup: {saw_none} left unset, {saw_all} complete");
-    assert!(saw_none > 0, "the earliest kill must land before the commit");
+    assert!(
+        saw_none > 0,
+        "the earliest kill must land before the commit"
+    );
 }

@@ -89,10 +89,21 @@ impl Daemon {
             {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("ddaemon exited with {status} before answering:\n{}", self.log());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "ddaemon exited with {status} before answering:\n{}",
+                    self.log()
+                );
             }
-            assert!(Instant::now() < deadline, "ddaemon did not answer in 20 s:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "ddaemon did not answer in 20 s:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -108,7 +119,10 @@ impl Daemon {
     /// Stops with SIGTERM and returns the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         child.wait().expect("wait")
     }
 
@@ -124,7 +138,10 @@ impl Daemon {
     pub async fn restart(&mut self) {
         if self.child.is_some() {
             let status = self.terminate();
-            assert!(status.success(), "SIGTERM must stop ddaemon cleanly, got {status}");
+            assert!(
+                status.success(),
+                "SIGTERM must stop ddaemon cleanly, got {status}"
+            );
         }
         self.spawn().await;
     }
@@ -141,7 +158,12 @@ impl Daemon {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.http.post(self.url(path)).json(body).send().await.expect("post")
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("post")
     }
 
     /// Completes setup and returns the session (cookie value, CSRF token).
@@ -157,7 +179,8 @@ impl Daemon {
     }
 
     pub async fn login(&self, password: &str) -> reqwest::Response {
-        self.post_json("/api/v1/login", &json!({ "password": password })).await
+        self.post_json("/api/v1/login", &json!({ "password": password }))
+            .await
     }
 }
 
