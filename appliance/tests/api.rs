@@ -35,12 +35,8 @@ async fn setup_happy_path_logs_the_admin_in() {
 
     assert_eq!(d.health().await["setup_complete"], true);
     let system: Value = d
-        .http
-        .get(d.url("/api/v1/system"))
-        .header("cookie", session.header())
-        .send()
+        .get_as("/api/v1/system", &session.header())
         .await
-        .expect("system")
         .json()
         .await
         .expect("json");
@@ -248,13 +244,7 @@ async fn protected_endpoints_need_a_session_and_state_changes_need_csrf() {
     }
     assert!(protected >= 2, "the document lists the protected endpoints");
     // The session survived all that.
-    let r = d
-        .http
-        .get(d.url("/api/v1/system"))
-        .header("cookie", session.header())
-        .send()
-        .await
-        .expect("send");
+    let r = d.get_as("/api/v1/system", &session.header()).await;
     assert_eq!(r.status(), 200);
 }
 
@@ -275,13 +265,7 @@ async fn logout_ends_the_session_on_the_server() {
     let cleared = set_cookie_line(r.headers(), "ddaemon_session").expect("cookie cleared");
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
     // A copy of the old cookie is worthless now.
-    let r = d
-        .http
-        .get(d.url("/api/v1/system"))
-        .header("cookie", session.header())
-        .send()
-        .await
-        .expect("system");
+    let r = d.get_as("/api/v1/system", &session.header()).await;
     assert_eq!(r.status(), 401);
 }
 

@@ -99,14 +99,7 @@ async fn wizard_form_validates_then_logs_in_and_logout_ends_the_session() {
         ("timezone", "UTC"),
         ("form_token", token.as_str()),
     ];
-    let r = d
-        .http
-        .post(d.url("/setup"))
-        .header("cookie", &cookie)
-        .form(&short)
-        .send()
-        .await
-        .expect("post");
+    let r = d.post_form_as("/setup", &cookie, &short).await;
     assert_eq!(r.status(), 400);
     let html = r.text().await.expect("html");
     assert!(html.contains("id=\"password-error\""), "{html}");
@@ -114,26 +107,13 @@ async fn wizard_form_validates_then_logs_in_and_logout_ends_the_session() {
     assert!(html.contains("value=\"kitchen\""));
     assert_eq!(d.health().await["setup_complete"], false);
 
-    let r = d
-        .http
-        .post(d.url("/setup"))
-        .header("cookie", &cookie)
-        .form(&fields)
-        .send()
-        .await
-        .expect("post");
+    let r = d.post_form_as("/setup", &cookie, &fields).await;
     assert_eq!(r.status(), 303);
     assert_eq!(location(&r), "/apps");
     let session = cookie_value(r.headers(), "ddaemon_session").expect("logged in");
     let session_cookie = format!("ddaemon_session={session}");
 
-    let r = d
-        .http
-        .get(d.url("/system"))
-        .header("cookie", &session_cookie)
-        .send()
-        .await
-        .expect("system");
+    let r = d.get_as("/system", &session_cookie).await;
     assert_eq!(r.status(), 200);
     let html = r.text().await.expect("html");
     for expected in [
@@ -178,13 +158,7 @@ async fn wizard_form_validates_then_logs_in_and_logout_ends_the_session() {
     assert!(
         set_cookie_line(r.headers(), "ddaemon_session").is_some_and(|l| l.contains("Max-Age=0"))
     );
-    let r = d
-        .http
-        .get(d.url("/system"))
-        .header("cookie", &session_cookie)
-        .send()
-        .await
-        .expect("system");
+    let r = d.get_as("/system", &session_cookie).await;
     assert_eq!(location(&r), "/login");
 }
 
@@ -200,25 +174,11 @@ async fn login_form_reports_wrong_password_and_the_wait() {
         ("form_token", form_cookie.as_str()),
     ];
     for _ in 0..5 {
-        let r = d
-            .http
-            .post(d.url("/login"))
-            .header("cookie", &cookie)
-            .form(&wrong)
-            .send()
-            .await
-            .expect("post");
+        let r = d.post_form_as("/login", &cookie, &wrong).await;
         assert_eq!(r.status(), 401);
         assert!(r.text().await.expect("html").contains("Wrong password"));
     }
-    let r = d
-        .http
-        .post(d.url("/login"))
-        .header("cookie", &cookie)
-        .form(&wrong)
-        .send()
-        .await
-        .expect("post");
+    let r = d.post_form_as("/login", &cookie, &wrong).await;
     assert_eq!(r.status(), 429);
     let html = r.text().await.expect("html");
     assert!(html.contains("Try again in "), "{html}");

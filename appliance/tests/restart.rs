@@ -16,13 +16,7 @@ async fn state_survives_a_restart_and_sigterm_is_clean() {
     assert!(!d.log().contains("ERROR"), "{}", d.log());
     assert_eq!(d.health().await["setup_complete"], true);
     // The session from before the restart is still valid.
-    let r = d
-        .http
-        .get(d.url("/api/v1/system"))
-        .header("cookie", session.header())
-        .send()
-        .await
-        .expect("system");
+    let r = d.get_as("/api/v1/system", &session.header()).await;
     assert_eq!(r.status(), 200);
     assert_eq!(d.login(PASSWORD).await.status(), 200);
 }

@@ -235,14 +235,6 @@ fn with_session_cookie(
     body: impl IntoResponse,
 ) -> Response {
     let mut headers = HeaderMap::new();
-    headers.insert(
-        header::SET_COOKIE,
-        cookies::set(
-            SESSION_COOKIE,
-            &opened.session_token,
-            opened.max_age_secs,
-            peer.tls(),
-        ),
-    );
+    headers.insert(header::SET_COOKIE, cookies::session(&opened, peer.tls()));
     (status, headers, body).into_response()
 }

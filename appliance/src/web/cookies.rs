@@ -30,6 +30,16 @@ pub fn set(name: &str, value: &str, max_age_secs: i64, tls: bool) -> HeaderValue
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// The `Set-Cookie` value that carries a new session.
+pub fn session(opened: &crate::auth::LoginOk, tls: bool) -> HeaderValue {
+    set(
+        SESSION_COOKIE,
+        &opened.session_token,
+        opened.max_age_secs,
+        tls,
+    )
+}
+
 /// A `Set-Cookie` value that deletes cookie `name`.
 pub fn clear(name: &str, tls: bool) -> HeaderValue {
     set(name, "", 0, tls)

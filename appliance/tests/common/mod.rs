@@ -157,6 +157,32 @@ impl Daemon {
             .expect("health json")
     }
 
+    /// `GET path` sending `cookie` (a whole `name=value`).
+    pub async fn get_as(&self, path: &str, cookie: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("get")
+    }
+
+    /// A form posted the way a browser posts it, with `cookie`.
+    pub async fn post_form_as(
+        &self,
+        path: &str,
+        cookie: &str,
+        form: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .header("cookie", cookie)
+            .form(form)
+            .send()
+            .await
+            .expect("post form")
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
         self.http
             .post(self.url(path))

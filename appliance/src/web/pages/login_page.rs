@@ -8,7 +8,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{bare, field_error};
-use super::{FORM_COOKIE_MESSAGE, form_token, form_token_ok, with_form_cookie};
+use super::{FORM_COOKIE_MESSAGE, form_token, form_token_ok, into_dashboard, with_form_cookie};
 use crate::auth::LoginError;
 use crate::setup::ADMIN_USER;
 use crate::web::api_error::ApiError;
@@ -68,19 +68,7 @@ pub async fn login_submit(
         .login(peer.ip(), ADMIN_USER, form.password)
         .await
     {
-        Ok(opened) => {
-            let mut response = Redirect::to("/apps").into_response();
-            response.headers_mut().append(
-                header::SET_COOKIE,
-                cookies::set(
-                    SESSION_COOKIE,
-                    &opened.session_token,
-                    opened.max_age_secs,
-                    peer.tls(),
-                ),
-            );
-            response
-        }
+        Ok(opened) => into_dashboard(&opened, peer),
         Err(LoginError::WrongPassword) => render(
             &headers,
             peer,

@@ -11,12 +11,12 @@ pub use sections::{apps, backups, domain, not_found, storage, system};
 pub use setup_page::{setup_form, setup_submit};
 
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::Markup;
 
 use super::cookies::{self, FORM_COOKIE};
 use super::peer::Peer;
-use crate::auth::{constant_time_eq, new_token};
+use crate::auth::{LoginOk, constant_time_eq, new_token};
 
 /// The double-submit token of a session-less form: the cookie already sent,
 /// or a new one to set. Returns the token and whether it must be set.
@@ -37,6 +37,16 @@ fn form_token_ok(headers: &HeaderMap, submitted: &str) -> bool {
 
 /// What a page says when the form cookie did not come back.
 const FORM_COOKIE_MESSAGE: &str = "Your browser did not send back this page's cookie. Allow cookies for this device and send the form again.";
+
+/// After a login or setup: the session cookie set, the form cookie done
+/// with, and on to the dashboard.
+fn into_dashboard(opened: &LoginOk, peer: Peer) -> Response {
+    let mut response = Redirect::to("/apps").into_response();
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, cookies::session(opened, peer.tls()));
+    headers.append(header::SET_COOKIE, cookies::clear(FORM_COOKIE, peer.tls()));
+    response
+}
 
 /// A session-less form page, setting its token cookie when it is new.
 fn with_form_cookie(

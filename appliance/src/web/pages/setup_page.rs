@@ -2,18 +2,17 @@
 
 use axum::Form;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{bare, field_error};
-use super::{FORM_COOKIE_MESSAGE, form_token, form_token_ok, with_form_cookie};
+use super::{FORM_COOKIE_MESSAGE, form_token, form_token_ok, into_dashboard, with_form_cookie};
 use crate::auth::MIN_PASSWORD_CHARS;
 use crate::setup::{ADMIN_USER, SetupError, SetupRequest, run_setup};
 use crate::system::DEFAULT_DEVICE_NAME;
 use crate::web::api_error::ApiError;
-use crate::web::cookies::{self, FORM_COOKIE, SESSION_COOKIE};
 use crate::web::peer::Peer;
 use crate::web::state::AppState;
 
@@ -94,22 +93,7 @@ pub async fn setup_submit(
     }
     state.mark_setup_complete();
     match state.logins.open_session_for(ADMIN_USER, peer.ip()).await {
-        Ok(opened) => {
-            let mut response = Redirect::to("/apps").into_response();
-            response.headers_mut().append(
-                header::SET_COOKIE,
-                cookies::set(
-                    SESSION_COOKIE,
-                    &opened.session_token,
-                    opened.max_age_secs,
-                    peer.tls(),
-                ),
-            );
-            response
-                .headers_mut()
-                .append(header::SET_COOKIE, cookies::clear(FORM_COOKIE, peer.tls()));
-            response
-        }
+        Ok(opened) => into_dashboard(&opened, peer),
         // Setup is saved; the owner can log in by hand.
         Err(_) => Redirect::to("/login").into_response(),
     }
