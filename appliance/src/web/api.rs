@@ -235,6 +235,6 @@ fn with_session_cookie(
     body: impl IntoResponse,
 ) -> Response {
     let mut headers = HeaderMap::new();
-    headers.insert(header::SET_COOKIE, cookies::session(&opened, peer.tls()));
+    headers.insert(header::SET_COOKIE, cookies::session(opened, peer.tls()));
     (status, headers, body).into_response()
 }
