@@ -4,14 +4,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use axum::Extension;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::state::{StateDb, StateError};
 use crate::system::TimeZones;
-use crate::web::peer::{Peer, tag_tcp};
+use crate::web::peer::{SocketCaller, tag_tcp, tag_unix};
 use crate::web::{AppState, router};
 
 /// How long open connections get to finish after SIGTERM.
@@ -92,8 +91,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             .into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let unix_server = axum::serve(unix, app.layer(Extension(Peer::LocalRoot)))
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let unix_server = axum::serve(
+        unix,
+        app.layer(axum::middleware::from_fn(tag_unix))
+            .into_make_service_with_connect_info::<SocketCaller>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
 
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;

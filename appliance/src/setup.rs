@@ -70,11 +70,13 @@ pub async fn run_setup(
     zones: &TimeZones,
     request: SetupRequest,
 ) -> Result<String, SetupError> {
-    let (device_name, timezone) = validate(&request, zones)?;
-    // A cheap early refusal; the transaction checks again under the write lock.
+    // A cheap early refusal, before the fields: a repeated setup is a
+    // conflict whatever it holds. The transaction checks again under the
+    // write lock.
     if db.device_settings().await?.setup_complete() {
         return Err(SetupError::AlreadySetUp);
     }
+    let (device_name, timezone) = validate(&request, zones)?;
     let password_hash = hasher
         .hash(request.password)
         .await

@@ -133,6 +133,11 @@ async fn second_setup_is_a_conflict_and_keeps_the_first_password() {
         .await;
     let (status, code, _, _) = error_of(r).await;
     assert_eq!((status, code.as_str()), (409, "already_set_up"));
+    // A repeat is a conflict even when its body is bad.
+    let r = d
+        .post_json("/api/v1/setup", &json!({"password": "x"}))
+        .await;
+    assert_eq!(r.status(), 409);
     assert_eq!(d.login(PASSWORD).await.status(), 200);
     assert_eq!(d.login("another password").await.status(), 401);
 }
@@ -355,4 +360,111 @@ async fn cli_status_over_the_root_only_socket() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("is `ddaemon serve` running"), "{err}");
+}
+
+#[tokio::test]
+async fn parallel_wrong_logins_cannot_outrun_the_limit() {
+    let d = Daemon::start().await;
+    d.set_up().await;
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let (http, url) = (d.http.clone(), d.url("/api/v1/login"));
+            tokio::spawn(async move {
+                http.post(url)
+                    .json(&json!({"password": "not the password"}))
+                    .send()
+                    .await
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for h in handles {
+        statuses.push(h.await.expect("join").expect("login").status().as_u16());
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked + refused, 20, "{statuses:?}");
+    assert!(
+        checked <= 5,
+        "only five passwords may be checked per window, {checked} were"
+    );
+}
+
+#[tokio::test]
+async fn a_foreign_host_name_is_refused_against_dns_rebinding() {
+    let d = Daemon::start().await;
+    let r = d
+        .http
+        .get(d.url("/api/v1/health"))
+        .header("host", "evil.example")
+        .send()
+        .await
+        .expect("get");
+    let (status, code, _, _) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (421, "unknown_host"));
+    let r = d
+        .http
+        .post(d.url("/api/v1/setup"))
+        .header("host", "evil.example:80")
+        .json(&setup_body("ddaemon", PASSWORD, PASSWORD, "UTC"))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 421);
+    assert_eq!(d.health().await["setup_complete"], false);
+    for host in ["ddaemon.local", "ddaemon", "localhost:8080"] {
+        let r = d
+            .http
+            .get(d.url("/api/v1/health"))
+            .header("host", host)
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), 200, "{host}");
+    }
+}
+
+#[tokio::test]
+async fn a_used_session_is_extended_and_its_cookie_sent_again() {
+    let d = Daemon::start().await;
+    let session = d.set_up().await;
+    // Age the session by a day, as if it had been opened yesterday.
+    let db = rusqlite::Connection::open(d.data().join("ddaemon/state.db")).expect("db");
+    db.execute("UPDATE sessions SET expires_at = expires_at - 86400", [])
+        .expect("age");
+    let r = d.get_as("/api/v1/system", &session.header()).await;
+    assert_eq!(r.status(), 200);
+    let line = set_cookie_line(r.headers(), "ddaemon_session").expect("cookie sent again");
+    assert!(
+        line.contains(&format!("ddaemon_session={}", session.cookie)),
+        "{line}"
+    );
+    assert!(line.contains("Max-Age=604800"), "{line}");
+    // A fresh session is not re-sent on every request.
+    let r = d.get_as("/api/v1/system", &session.header()).await;
+    assert!(set_cookie_line(r.headers(), "ddaemon_session").is_none());
+}
+
+#[tokio::test]
+async fn the_control_socket_refuses_other_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Daemon::start().await;
+    // Loosen the file and folder modes, as a mistake might: the kernel's
+    // peer credentials must still keep other users out.
+    std::fs::set_permissions(d.data(), std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    std::fs::set_permissions(d.socket(), std::fs::Permissions::from_mode(0o666))
+        .expect("chmod socket");
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_ddaemon"))
+        .args(["status", "--socket"])
+        .arg(d.socket())
+        .output()
+        .expect("run setpriv");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("only root may use the control socket"),
+        "{err}"
+    );
 }

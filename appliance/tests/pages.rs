@@ -72,6 +72,24 @@ async fn wizard_form_validates_then_logs_in_and_logout_ends_the_session() {
     assert_eq!(token, form_cookie);
     let cookie = format!("ddaemon_form={form_cookie}");
 
+    // A body that is not a form gets the page back with a message.
+    let r = d
+        .http
+        .post(d.url("/setup"))
+        .header("cookie", &cookie)
+        .header("content-type", "text/plain")
+        .body("device_name=x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .expect("html")
+            .contains("The form could not be read")
+    );
+
     // Without the cookie (a forged cross-site form) nothing happens.
     let fields = [
         ("device_name", "kitchen"),

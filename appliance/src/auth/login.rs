@@ -73,7 +73,7 @@ impl Logins {
     ) -> Result<LoginOk, LoginError> {
         if let Some(ip) = client {
             self.limiter
-                .check(ip, Instant::now())
+                .begin(ip, Instant::now())
                 .map_err(LoginError::RateLimited)?;
         }
         let user = self.db.user_by_name(user_name.to_owned()).await?;
@@ -84,9 +84,6 @@ impl Logins {
             // Spend the same time as a real check so that timing does not
             // tell which user names exist.
             let _ = self.hasher.verify(password, DUMMY_HASH.to_owned()).await;
-            if let Some(ip) = client {
-                self.limiter.record_failure(ip, Instant::now());
-            }
             return Err(LoginError::WrongPassword);
         };
         if !self
@@ -94,14 +91,11 @@ impl Logins {
             .verify(password, user.password_hash.clone())
             .await?
         {
-            if let Some(ip) = client {
-                self.limiter.record_failure(ip, Instant::now());
-            }
             tracing::warn!(user = %user.name, client = ?client, "wrong password");
             return Err(LoginError::WrongPassword);
         }
         if let Some(ip) = client {
-            self.limiter.record_success(ip);
+            self.limiter.succeeded(ip);
         }
         self.open_session(&user, client).await
     }
@@ -147,19 +141,21 @@ impl Logins {
         })
     }
 
-    /// The live session behind a cookie token, extending it when due.
-    pub async fn session(&self, token: &str) -> Result<Option<SessionRecord>, StateError> {
+    /// The live session behind a cookie token, extending it when due; the
+    /// flag says it was extended, so the cookie must be sent again too.
+    pub async fn session(&self, token: &str) -> Result<Option<(SessionRecord, bool)>, StateError> {
         let hash = token_hash(token);
         let Some(session) = self.db.session(hash.clone()).await? else {
             return Ok(None);
         };
         let now = now_unix();
-        if session.expires_at - now < SESSION_LIFETIME_SECS - EXTEND_AFTER_SECS {
+        let due = session.expires_at - now < SESSION_LIFETIME_SECS - EXTEND_AFTER_SECS;
+        if due {
             self.db
                 .extend_session(hash, now + SESSION_LIFETIME_SECS)
                 .await?;
         }
-        Ok(Some(session))
+        Ok(Some((session, due)))
     }
 
     /// Ends the session behind a cookie token on the server.

@@ -72,12 +72,7 @@ fn argon2() -> Argon2<'static> {
 impl PasswordHasher {
     /// Hashes a password into a PHC string.
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| HashError(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             let mut salt = [0u8; 16];
             getrandom::fill(&mut salt).map_err(|e| HashError(e.to_string()))?;
             let salt = SaltString::encode_b64(&salt).map_err(|e| HashError(e.to_string()))?;
@@ -87,21 +82,34 @@ impl PasswordHasher {
                 .map_err(|e| HashError(e.to_string()))
         })
         .await
-        .map_err(|e| HashError(e.to_string()))?
     }
 
     /// Whether `password` matches the stored PHC string.
     pub async fn verify(&self, password: String, phc: String) -> Result<bool, HashError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| HashError(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
+        self.run(move || {
             let parsed = PasswordHash::new(&phc).map_err(|e| HashError(e.to_string()))?;
             Ok(argon2()
                 .verify_password(password.as_bytes(), &parsed)
                 .is_ok())
+        })
+        .await
+    }
+
+    /// Runs `work` on the blocking pool once a slot is free. The slot travels
+    /// into the blocking task: if the caller goes away, the hash still runs
+    /// to its end and keeps its slot until then, so hanging up cannot start
+    /// more hashes than there are slots.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|e| HashError(e.to_string()))?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
         })
         .await
         .map_err(|e| HashError(e.to_string()))?

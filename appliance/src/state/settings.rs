@@ -82,6 +82,9 @@ impl StateDb {
                 put.execute(params![DEVICE_NAME, record.device_name])?;
                 put.execute(params![TIMEZONE, record.timezone])?;
                 put.execute(params![SETUP_COMPLETED_AT, now.to_string()])?;
+                // Sessions from before (a soft reset re-opens setup) must
+                // not outlive the password they were opened with.
+                tx.execute("DELETE FROM sessions", [])?;
                 tx.execute(
                     "INSERT INTO users (name, password_hash, role, created_at)
                      VALUES (?1, ?2, 'admin', ?3)

@@ -43,11 +43,12 @@ pub struct SessionOpened {
     pub csrf_token: String,
 }
 
-/// `POST /api/v1/setup` succeeded; the caller is logged in as the admin.
+/// `POST /api/v1/setup` succeeded; the caller is logged in as the admin
+/// (or, if no session could be opened, must log in: `csrf_token` is then null).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct SetupDone {
     pub device_name: String,
-    pub csrf_token: String,
+    pub csrf_token: Option<String>,
 }
 
 /// Whether the supervisor is up and set up.
@@ -71,27 +72,40 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
 pub async fn setup(
     State(state): State<AppState>,
     Extension(peer): Extension<Peer>,
-    ApiJson(request): ApiJson<SetupRequest>,
+    body: Result<ApiJson<SetupRequest>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // A repeated setup is a conflict whatever its body holds.
+    if state.setup_complete() {
+        return Err(setup_error(SetupError::AlreadySetUp));
+    }
+    let ApiJson(request) = body?;
     let device_name = run_setup(&state.db, &state.hasher, &state.zones, request)
         .await
         .map_err(setup_error)?;
     state.mark_setup_complete();
-    let opened = state
-        .logins
-        .open_session_for(ADMIN_USER, peer.ip())
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
-    let body = SetupDone {
-        device_name,
-        csrf_token: opened.csrf_token.clone(),
-    };
-    Ok(with_session_cookie(
-        StatusCode::CREATED,
-        &opened,
-        peer,
-        Json(body),
-    ))
+    match state.logins.open_session_for(ADMIN_USER, peer.ip()).await {
+        Ok(opened) => {
+            let body = SetupDone {
+                device_name,
+                csrf_token: Some(opened.csrf_token.clone()),
+            };
+            Ok(with_session_cookie(
+                StatusCode::CREATED,
+                &opened,
+                peer,
+                Json(body),
+            ))
+        }
+        Err(err) => {
+            // Setup is saved; saying otherwise would make a retry hit 409.
+            tracing::error!(%err, "setup saved but no session could be opened");
+            let body = SetupDone {
+                device_name,
+                csrf_token: None,
+            };
+            Ok((StatusCode::CREATED, Json(body)).into_response())
+        }
+    }
 }
 
 /// Maps a setup failure to its answer.

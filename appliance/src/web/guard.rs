@@ -7,16 +7,59 @@ use axum::response::{IntoResponse, Response};
 
 use super::api_error::ApiError;
 
+/// Answers only to names the device can be reached by on the home network:
+/// an address, `localhost`, a single-label name, or a `.local` name. Any
+/// other name means a page elsewhere pointed its own DNS name at the device
+/// (DNS rebinding) to read it or set it up; such requests get 421.
+pub async fn known_host(request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(host) = host
+        && !host_is_local(&host)
+    {
+        return ApiError::new(
+            axum::http::StatusCode::MISDIRECTED_REQUEST,
+            "unknown_host",
+            format!("this device does not answer to {host:?}; open it at http://NAME.local or by its address"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether a Host header names the device the way the home network does.
+pub fn host_is_local(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest
+            .split(']')
+            .next()
+            .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok()
+        || name == "localhost"
+        || (!name.is_empty() && !name.contains('.'))
+        || name.ends_with(".local")
+}
+
 /// Refuses state-changing requests that a browser marks as coming from
-/// another site. Tokens are the main defence; this catches the rest (a
-/// login form posted from elsewhere, for one).
+/// anywhere but the device's own pages. Tokens are the main defence; this
+/// catches the rest (a login form posted from elsewhere, for one).
 pub async fn same_origin(request: Request, next: Next) -> Response {
     if !request.method().is_safe() {
         let headers = request.headers();
         let cross_site = headers
             .get("sec-fetch-site")
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v == "cross-site");
+            .is_some_and(|v| v != "same-origin" && v != "none");
         let origin_mismatch = match (
             headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
             headers.get(header::HOST).and_then(|v| v.to_str().ok()),
@@ -67,6 +110,33 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_hosts_are_known_and_others_are_not() {
+        for ok in [
+            "ddaemon.local",
+            "Kitchen.LOCAL:8080",
+            "192.168.1.5",
+            "127.0.0.1:8080",
+            "[::1]:80",
+            "[fe80::1]",
+            "localhost:80",
+            "ddaemon",
+            "ddaemon.local.",
+        ] {
+            assert!(host_is_local(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:80",
+            "ddaemon.local.evil.example",
+            "1.2.3.4.nip.io",
+            "[nothex]",
+            "",
+        ] {
+            assert!(!host_is_local(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn origin_host_strips_scheme() {

@@ -48,7 +48,9 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{file}", get(assets::serve))
         .nest("/api/v1", api)
         .fallback(pages::not_found)
+        .layer(middleware::from_fn(session::renew_session_cookie))
         .layer(middleware::from_fn(guard::same_origin))
+        .layer(middleware::from_fn(guard::known_host))
         .layer(middleware::from_fn(guard::security_headers))
         .with_state(state)
 }

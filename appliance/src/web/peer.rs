@@ -2,7 +2,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, Request};
+use axum::response::IntoResponse;
+use axum::serve::IncomingStream;
+use tokio::net::UnixListener;
+
+use super::api_error::ApiError;
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -52,4 +58,46 @@ pub async fn tag_tcp(mut request: Request, next: Next) -> Response {
     };
     request.extensions_mut().insert(peer);
     next.run(request).await
+}
+
+/// Who connected to the control socket, from the kernel (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy)]
+pub struct SocketCaller {
+    uid: Option<u32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for SocketCaller {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Self {
+            uid: stream.io().peer_cred().ok().map(|cred| cred.uid()),
+        }
+    }
+}
+
+/// Admits callers on the control socket only if they are root or the
+/// supervisor's own user: the file mode should already ensure it, but a
+/// supervisor started by another user, or a socket path with loose rights,
+/// must not hand out admin rights.
+pub async fn tag_unix(mut request: Request, next: Next) -> Response {
+    let uid = request
+        .extensions()
+        .get::<ConnectInfo<SocketCaller>>()
+        .and_then(|ConnectInfo(caller)| caller.uid);
+    let own = rustix_euid();
+    match uid {
+        Some(uid) if uid == 0 || uid == own => {
+            request.extensions_mut().insert(Peer::LocalRoot);
+            next.run(request).await
+        }
+        _ => ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "not_root",
+            "only root may use the control socket; run the command as root",
+        )
+        .into_response(),
+    }
+}
+
+fn rustix_euid() -> u32 {
+    nix::unistd::geteuid().as_raw()
 }

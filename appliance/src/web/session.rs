@@ -1,15 +1,50 @@
 //! Extractors that admit a request only with a live session, and the CSRF
 //! checks that go with them.
 
-use axum::extract::FromRequestParts;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::api_error::ApiError;
 use super::cookies::{self, SESSION_COOKIE};
 use super::peer::Peer;
 use super::state::AppState;
-use crate::auth::constant_time_eq;
+use crate::auth::{SESSION_LIFETIME_SECS, constant_time_eq};
+
+/// A slot a request's session lookup fills when it moved the session's
+/// expiry, so that the answer carries a cookie with the new lifetime.
+#[derive(Debug, Clone, Default)]
+pub struct CookieRenewal(Arc<Mutex<Option<HeaderValue>>>);
+
+impl CookieRenewal {
+    fn set(&self, value: HeaderValue) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+    }
+}
+
+/// Sends the session cookie again when a request extended the session, so
+/// the browser keeps it as long as the device does.
+pub async fn renew_session_cookie(mut request: Request, next: Next) -> Response {
+    let renewal = CookieRenewal::default();
+    request.extensions_mut().insert(renewal.clone());
+    let mut response = next.run(request).await;
+    let value = renewal.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let already_set = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| v.as_bytes().starts_with(SESSION_COOKIE.as_bytes()));
+    if let Some(value) = value
+        && !already_set
+    {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
 
 /// The header that carries the CSRF token on JSON calls.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -71,12 +106,22 @@ async fn lookup(parts: &Parts, state: &AppState) -> Lookup {
         return Lookup::Missing;
     };
     match state.logins.session(&token).await {
-        Ok(Some(record)) => Lookup::Found(Session {
-            user_name: record.user_name,
-            csrf_token: Some(record.csrf_token),
-            token: Some(token),
-            peer,
-        }),
+        Ok(Some((record, extended))) => {
+            if extended && let Some(renewal) = parts.extensions.get::<CookieRenewal>() {
+                renewal.set(cookies::set(
+                    SESSION_COOKIE,
+                    &token,
+                    SESSION_LIFETIME_SECS,
+                    peer.tls(),
+                ));
+            }
+            Lookup::Found(Session {
+                user_name: record.user_name,
+                csrf_token: Some(record.csrf_token),
+                token: Some(token),
+                peer,
+            })
+        }
         Ok(None) => Lookup::Missing,
         Err(err) => Lookup::Failed(err.to_string()),
     }

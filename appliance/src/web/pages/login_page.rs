@@ -8,7 +8,10 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{bare, field_error};
-use super::{FORM_COOKIE_MESSAGE, form_token, form_token_ok, into_dashboard, with_form_cookie};
+use super::{
+    FORM_COOKIE_MESSAGE, form_token, form_token_ok, into_dashboard, unreadable_form,
+    with_form_cookie,
+};
 use crate::auth::LoginError;
 use crate::setup::ADMIN_USER;
 use crate::web::api_error::ApiError;
@@ -54,7 +57,17 @@ pub async fn login_submit(
     if !state.setup_complete() {
         return Redirect::to("/setup").into_response();
     }
-    let Form(form) = form.unwrap_or_default();
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => {
+            return render(
+                &headers,
+                peer,
+                StatusCode::BAD_REQUEST,
+                Some(unreadable_form(&rejection)),
+            );
+        }
+    };
     if !form_token_ok(&headers, &form.form_token) {
         return render(
             &headers,
@@ -101,7 +114,14 @@ pub async fn logout_submit(
     PageSession(session): PageSession,
     form: Result<Form<LogoutForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let Form(form) = form.unwrap_or_default();
+    let Ok(Form(form)) = form else {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_form",
+            "the logout form could not be read; reload the page and press Log out again",
+        )
+        .into_response();
+    };
     if !session.csrf_ok(Some(&form.csrf_token)) {
         return ApiError::csrf("the logout form is stale; reload the page and press Log out again")
             .into_response();

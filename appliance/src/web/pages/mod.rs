@@ -35,6 +35,11 @@ fn form_token_ok(headers: &HeaderMap, submitted: &str) -> bool {
         .is_some_and(|cookie| constant_time_eq(cookie.as_bytes(), submitted.as_bytes()))
 }
 
+/// What a page says when the form body itself could not be read.
+fn unreadable_form(rejection: &axum::extract::rejection::FormRejection) -> String {
+    format!("The form could not be read ({rejection}). Reload the page and send it again.")
+}
+
 /// What a page says when the form cookie did not come back.
 const FORM_COOKIE_MESSAGE: &str = "Your browser did not send back this page's cookie. Allow cookies for this device and send the form again.";
 

@@ -8,7 +8,10 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::layout::{bare, field_error};
-use super::{FORM_COOKIE_MESSAGE, form_token, form_token_ok, into_dashboard, with_form_cookie};
+use super::{
+    FORM_COOKIE_MESSAGE, form_token, form_token_ok, into_dashboard, unreadable_form,
+    with_form_cookie,
+};
 use crate::auth::MIN_PASSWORD_CHARS;
 use crate::setup::{ADMIN_USER, SetupError, SetupRequest, run_setup};
 use crate::system::DEFAULT_DEVICE_NAME;
@@ -63,7 +66,19 @@ pub async fn setup_submit(
     if state.setup_complete() {
         return Redirect::to("/login").into_response();
     }
-    let Form(form) = form.unwrap_or_default();
+    let (form, unreadable) = match form {
+        Ok(Form(form)) => (form, None),
+        Err(rejection) => (SetupForm::default(), Some(unreadable_form(&rejection))),
+    };
+    if let Some(message) = &unreadable {
+        let shown = Shown {
+            device_name: DEFAULT_DEVICE_NAME,
+            timezone: "UTC",
+            error_field: None,
+            error: Some(message),
+        };
+        return render(&state, &headers, peer, StatusCode::BAD_REQUEST, &shown);
+    }
     let mut shown = Shown {
         device_name: &form.device_name,
         timezone: &form.timezone,
