@@ -35,6 +35,9 @@ impl Daemon {
 
     /// Starts a supervisor on an existing data folder.
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        // The workspace has one TLS crypto provider, ring, and installs it
+        // explicitly (the registry client turns off the implicit default).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
