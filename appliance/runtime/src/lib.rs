@@ -13,4 +13,8 @@
 //! client, decompressors, later libcontainer) and because part of it runs as
 //! the single-threaded shim process.
 
+pub mod blob_store;
+pub mod digest;
+pub mod fs_atomic;
+pub mod image_ref;
 pub mod layer_unpack;
