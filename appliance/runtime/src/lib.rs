@@ -17,4 +17,7 @@ pub mod blob_store;
 pub mod digest;
 pub mod fs_atomic;
 pub mod image_ref;
+pub mod image_store;
 pub mod layer_unpack;
+pub mod oci_types;
+pub mod registry;
