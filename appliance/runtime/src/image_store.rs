@@ -197,8 +197,7 @@ impl ImageStore {
     }
 
     /// Unpacks the layers of an image whose blobs are all in the store and
-    /// records it under `reference`. The caller holds no lock; loading
-    /// side-loaded archives ends here too.
+    /// records it under `reference`; the caller holds the change lock.
     pub(crate) async fn record(
         &self,
         reference: String,
@@ -377,7 +376,8 @@ impl ImageStore {
         Ok(report)
     }
 
-    /// Holds the change lock for callers that add images another way.
+    /// Holds off other changes (garbage collection above all) while a
+    /// side-load puts blobs in and records its images.
     pub(crate) async fn lock_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.changes.lock().await
     }

@@ -16,6 +16,7 @@
 pub mod blob_store;
 pub mod digest;
 pub mod fs_atomic;
+pub mod image_load;
 pub mod image_ref;
 pub mod image_store;
 pub mod layer_unpack;
