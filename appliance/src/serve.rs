@@ -2,6 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ddaemon_runtime::image_store::{ImageStore, StoreError};
+use ddaemon_runtime::registry::{Registry, RegistryOptions};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
@@ -27,6 +31,8 @@ pub struct ServeOptions {
     pub socket: PathBuf,
     /// The tz database.
     pub zoneinfo: PathBuf,
+    /// Registries reached over plain HTTP (host[:port]).
+    pub insecure_registries: Vec<String>,
 }
 
 /// Why the supervisor could not start or stopped with an error.
@@ -34,6 +40,8 @@ pub struct ServeOptions {
 pub enum ServeError {
     #[error(transparent)]
     State(#[from] StateError),
+    #[error("cannot open the image store: {0}")]
+    Images(StoreError),
     #[error("cannot listen on {addr}: {source} (is another ddaemon or web server using it?)")]
     Bind {
         addr: SocketAddr,
@@ -55,11 +63,18 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let db = StateDb::open(&options.data_dir.join("ddaemon"))?;
     let settings = db.device_settings().await?;
     let zones = TimeZones::load(&options.zoneinfo);
+    let images = ImageStore::open(&options.data_dir.join("images")).map_err(ServeError::Images)?;
+    let registry = Registry::new(RegistryOptions {
+        insecure: options.insecure_registries.clone(),
+        ..RegistryOptions::default()
+    });
     let state = AppState::new(
         db,
         zones,
         options.data_dir.clone(),
         settings.setup_complete(),
+        Arc::new(images),
+        registry,
     );
     let app = router(state);
 

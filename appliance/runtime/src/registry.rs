@@ -107,6 +107,9 @@ impl Registry {
             } else {
                 ClientProtocol::HttpsExcept(options.insecure.clone())
             },
+            // A registry that does not answer must not hold a pull forever.
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
             ..ClientConfig::default()
         };
         Self {

@@ -2,10 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper::{Request, StatusCode};
+use futures_util::TryStreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
@@ -21,11 +24,18 @@ pub enum ClientError {
     },
     #[error("talking to the supervisor failed: {0}")]
     Http(String),
-    #[error("the supervisor answered {status}: {message}")]
+    #[error("{message}")]
     Api { status: StatusCode, message: String },
     #[error("the supervisor's answer was not what this ddaemon expects: {0}")]
     Decode(serde_json::Error),
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
+
+type RequestBody = BoxBody<Bytes, std::io::Error>;
 
 /// A client for one socket.
 #[derive(Debug, Clone)]
@@ -41,8 +51,13 @@ impl ApiClient {
         }
     }
 
-    /// `GET path`, decoded from JSON.
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: RequestBody,
+    ) -> Result<Response<Incoming>, ClientError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -58,28 +73,108 @@ impl ApiClient {
                 tracing::debug!(%err, "socket connection closed");
             }
         });
-        let request = Request::get(path)
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
             .header(hyper::header::HOST, "localhost")
-            .body(Empty::<Bytes>::new())
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(body)
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Http(e.to_string()))?
-            .to_bytes();
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            return Err(ClientError::Api { status, message });
+        if !response.status().is_success() {
+            let status = response.status();
+            let body = collect(response).await?;
+            return Err(ClientError::Api {
+                status,
+                message: error_message(&body),
+            });
         }
-        serde_json::from_slice(&body).map_err(ClientError::Decode)
+        Ok(response)
     }
+
+    /// `GET path`, decoded from JSON.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let body = Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed();
+        let response = self
+            .send(Method::GET, path, "application/json", body)
+            .await?;
+        serde_json::from_slice(&collect(response).await?).map_err(ClientError::Decode)
+    }
+
+    /// `POST path` with a JSON body; the answer as a response to read on.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(ClientError::Decode)?;
+        let body = Full::new(Bytes::from(bytes))
+            .map_err(|never| match never {})
+            .boxed();
+        self.send(Method::POST, path, "application/json", body)
+            .await
+    }
+
+    /// `POST path` streaming the file at `file` as the body.
+    pub async fn post_file(
+        &self,
+        path: &str,
+        file: &Path,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let opened = tokio::fs::File::open(file)
+            .await
+            .map_err(|source| ClientError::File {
+                path: file.to_owned(),
+                source,
+            })?;
+        let frames = tokio_util::io::ReaderStream::new(opened).map_ok(Frame::data);
+        let body = BodyExt::boxed(StreamBody::new(frames));
+        self.send(Method::POST, path, "application/x-tar", body)
+            .await
+    }
+}
+
+/// The whole body of a response.
+pub async fn collect(response: Response<Incoming>) -> Result<Bytes, ClientError> {
+    Ok(response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| ClientError::Http(e.to_string()))?
+        .to_bytes())
+}
+
+/// Calls `on_line` with each JSON line of a streamed answer.
+pub async fn for_each_line(
+    response: Response<Incoming>,
+    mut on_line: impl FnMut(serde_json::Value),
+) -> Result<(), ClientError> {
+    let mut body = response.into_body();
+    let mut pending = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        pending.extend_from_slice(&data);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if let Ok(value) = serde_json::from_slice(&line) {
+                on_line(value);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod api_error;
+pub mod api_images;
 mod api_json;
 mod assets;
 pub mod cookies;
@@ -32,6 +33,13 @@ pub fn router(state: AppState) -> Router {
         .route("/login", post(api::login))
         .route("/logout", post(api::logout))
         .route("/system", get(api::system))
+        .route("/images", get(api_images::list))
+        .route("/images/pull", post(api_images::pull))
+        .route("/images/remove", post(api_images::remove))
+        .route(
+            "/images/load",
+            post(api_images::load).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/openapi.json", get(openapi::serve))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed);

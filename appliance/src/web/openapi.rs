@@ -4,18 +4,22 @@ use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::api;
 use super::api_error::{ErrorBody, ErrorDetail};
+use super::{api, api_images};
 use crate::setup::SetupRequest;
 use crate::system::{DiskUse, MemoryUse, SystemInfo};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "ddaemon API", description = "The supervisor's JSON API, used by its own pages and CLI."),
-    paths(api::health, api::setup, api::login, api::logout, api::system),
+    paths(
+        api::health, api::setup, api::login, api::logout, api::system,
+        api_images::list, api_images::pull, api_images::remove, api_images::load
+    ),
     components(schemas(
         api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone,
-        SetupRequest, SystemInfo, MemoryUse, DiskUse, ErrorBody, ErrorDetail
+        SetupRequest, SystemInfo, MemoryUse, DiskUse, ErrorBody, ErrorDetail,
+        api_images::ImageView, api_images::ImageRequest, api_images::ImageRemoved
     )),
     modifiers(&Security)
 )]

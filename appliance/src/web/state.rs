@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use ddaemon_runtime::image_store::ImageStore;
+use ddaemon_runtime::registry::Registry;
+
 use crate::auth::{Logins, PasswordHasher};
 use crate::state::StateDb;
 use crate::system::TimeZones;
@@ -18,12 +21,21 @@ pub struct AppState {
     pub zones: Arc<TimeZones>,
     pub data_dir: Arc<PathBuf>,
     pub started: Instant,
+    pub images: Arc<ImageStore>,
+    pub registry: Registry,
     setup_complete: Arc<AtomicBool>,
 }
 
 impl AppState {
     /// State over an open database.
-    pub fn new(db: StateDb, zones: TimeZones, data_dir: PathBuf, setup_complete: bool) -> Self {
+    pub fn new(
+        db: StateDb,
+        zones: TimeZones,
+        data_dir: PathBuf,
+        setup_complete: bool,
+        images: Arc<ImageStore>,
+        registry: Registry,
+    ) -> Self {
         let hasher = PasswordHasher::default();
         Self {
             logins: Logins::new(db.clone(), hasher.clone()),
@@ -32,6 +44,8 @@ impl AppState {
             zones: Arc::new(zones),
             data_dir: Arc::new(data_dir),
             started: Instant::now(),
+            images,
+            registry,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }

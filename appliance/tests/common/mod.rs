@@ -19,6 +19,7 @@ pub struct Daemon {
     pub addr: SocketAddr,
     child: Option<Child>,
     pub http: reqwest::Client,
+    extra_args: Vec<String>,
 }
 
 fn free_port() -> SocketAddr {
@@ -35,6 +36,11 @@ impl Daemon {
 
     /// Starts a supervisor on an existing data folder.
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
+        Self::start_with(dir, Vec::new()).await
+    }
+
+    /// Starts a supervisor with extra `serve` arguments.
+    pub async fn start_with(dir: tempfile::TempDir, extra_args: Vec<String>) -> Self {
         // The workspace has one TLS crypto provider, ring, and installs it
         // explicitly (the registry client turns off the implicit default).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -47,6 +53,7 @@ impl Daemon {
             addr: free_port(),
             child: None,
             http,
+            extra_args,
         };
         daemon.spawn().await;
         daemon
@@ -78,6 +85,7 @@ impl Daemon {
             .arg(self.addr.to_string())
             .arg("--socket")
             .arg(self.socket())
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
             .stdout(Stdio::null())
@@ -109,6 +117,16 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Runs the `ddaemon` CLI against this supervisor's socket.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_ddaemon"))
+            .args(args)
+            .arg("--socket")
+            .arg(self.socket())
+            .output()
+            .expect("run ddaemon")
     }
 
     pub fn url(&self, path: &str) -> String {
