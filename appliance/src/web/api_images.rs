@@ -183,7 +183,7 @@ pub async fn remove(
 /// `docker save` tarball, plain, gzip or zstd.
 #[utoipa::path(post, path = "/api/v1/images/load", tag = "images",
     params(LoadQuery),
-    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     security(("session" = [], "csrf" = [])),
     responses((status = 200, body = [ImageView]), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody)))]
