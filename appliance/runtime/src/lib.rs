@@ -22,3 +22,8 @@ pub mod image_store;
 pub mod layer_unpack;
 pub mod oci_types;
 pub mod registry;
+pub mod container_def;
+pub mod container_log;
+pub mod container_paths;
+pub mod container_status;
+pub mod container_spec;
