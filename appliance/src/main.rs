@@ -47,6 +47,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The per-container shim (started by the supervisor, not by hand).
+    #[command(hide = true)]
+    Shim { dir: PathBuf },
     /// Images on the device: pull, list, remove, side-load.
     Image {
         #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
@@ -76,6 +79,11 @@ enum ImageAction {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     ddaemon::logging::init();
+    // The shim must stay single-threaded (libcontainer clones it): it
+    // branches off before any runtime thread exists.
+    if let Command::Shim { dir } = &cli.command {
+        std::process::exit(ddaemon_runtime::container_shim::run_shim(dir));
+    }
     // One TLS crypto provider in the whole program, chosen here.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The runtime is built here rather than with #[tokio::main] so that the
@@ -106,6 +114,7 @@ fn main() -> anyhow::Result<()> {
         Command::Image { socket, action } => {
             runtime.block_on(image(&ApiClient::new(&socket), action))
         }
+        Command::Shim { .. } => Ok(()),
     }
 }
 

@@ -29,7 +29,9 @@ impl std::str::FromStr for RestartPolicy {
             "no" => Ok(Self::No),
             "on-failure" => Ok(Self::OnFailure),
             "always" => Ok(Self::Always),
-            other => Err(format!("{other:?} is not a restart policy; use no, on-failure or always")),
+            other => Err(format!(
+                "{other:?} is not a restart policy; use no, on-failure or always"
+            )),
         }
     }
 }
@@ -110,16 +112,41 @@ fn default_stop_timeout() -> u64 {
 pub fn check_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 63
-        && id.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && id
             .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.');
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && id.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' || b == b'.'
+        });
     if ok {
         Ok(())
     } else {
         Err(format!(
             "{id:?} is not a container name; use 1 to 63 lower-case letters, digits, '-', '_' or '.', starting with a letter or digit"
         ))
+    }
+}
+
+impl ContainerDef {
+    /// A container of an image with its defaults: the caller sets overrides.
+    pub fn for_image(id: &str, image: &str, layers: Vec<PathBuf>, image_config: RunConfig) -> Self {
+        Self {
+            id: id.to_owned(),
+            image: image.to_owned(),
+            layers,
+            image_config,
+            command: None,
+            entrypoint: None,
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+            binds: Vec::new(),
+            limits: Limits::default(),
+            restart: RestartPolicy::No,
+            stop_timeout_secs: default_stop_timeout(),
+            network: NetworkAttachment::default(),
+        }
     }
 }
 

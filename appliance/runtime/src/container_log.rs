@@ -37,7 +37,10 @@ impl RotatingLog {
             let mut old = self.path.clone().into_os_string();
             old.push(".1");
             std::fs::rename(&self.path, &old)?;
-            self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
             self.written = 0;
         }
         self.file.write_all(bytes)?;
@@ -56,7 +59,9 @@ pub fn tail(path: &Path, max: u64) -> io::Result<Vec<u8>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let cut = out.len().saturating_sub(usize::try_from(max).unwrap_or(usize::MAX));
+    let cut = out
+        .len()
+        .saturating_sub(usize::try_from(max).unwrap_or(usize::MAX));
     Ok(out.split_off(cut))
 }
 
@@ -73,7 +78,10 @@ mod tests {
         log.write(b"bbbbbbbb\n").expect("write");
         log.write(b"cccccccc\n").expect("write");
         assert_eq!(std::fs::read(&path).expect("current"), b"cccccccc\n");
-        assert_eq!(std::fs::read(dir.path().join("output.log.1")).expect("old"), b"bbbbbbbb\n");
+        assert_eq!(
+            std::fs::read(dir.path().join("output.log.1")).expect("old"),
+            b"bbbbbbbb\n"
+        );
         assert_eq!(tail(&path, 1000).expect("tail"), b"bbbbbbbb\ncccccccc\n");
         assert_eq!(tail(&path, 4).expect("tail"), b"ccc\n");
     }

@@ -11,7 +11,9 @@ pub struct ContainerPaths {
 impl ContainerPaths {
     /// The folder `root`.
     pub fn new(root: &Path) -> Self {
-        Self { root: root.to_owned() }
+        Self {
+            root: root.to_owned(),
+        }
     }
 
     pub fn root(&self) -> &Path {

@@ -36,13 +36,50 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
 /// for a container without extra capabilities (kernel modules, keyrings,
 /// mounting, tracing other processes, clocks, swap, BPF, namespaces...).
 const DENIED_SYSCALLS: &[&str] = &[
-    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "delete_module", "finit_module",
-    "get_mempolicy", "init_module", "ioperm", "iopl", "kcmp", "kexec_file_load", "kexec_load",
-    "keyctl", "lookup_dcookie", "mbind", "mount", "move_mount", "move_pages", "name_to_handle_at",
-    "open_by_handle_at", "open_tree", "fsopen", "fsconfig", "fsmount", "fspick", "perf_event_open",
-    "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace", "quotactl", "reboot",
-    "request_key", "set_mempolicy", "setns", "settimeofday", "swapon", "swapoff", "syslog",
-    "umount2", "unshare", "userfaultfd",
+    "acct",
+    "add_key",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "delete_module",
+    "finit_module",
+    "get_mempolicy",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kcmp",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mbind",
+    "mount",
+    "move_mount",
+    "move_pages",
+    "name_to_handle_at",
+    "open_by_handle_at",
+    "open_tree",
+    "fsopen",
+    "fsconfig",
+    "fsmount",
+    "fspick",
+    "perf_event_open",
+    "pivot_root",
+    "process_vm_readv",
+    "process_vm_writev",
+    "ptrace",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "set_mempolicy",
+    "setns",
+    "settimeofday",
+    "swapon",
+    "swapoff",
+    "syslog",
+    "umount2",
+    "unshare",
+    "userfaultfd",
 ];
 
 /// Linux's `CLONE_NEWUSER`: a user namespace would hand the container
@@ -74,7 +111,11 @@ pub fn build_spec(def: &ContainerDef, paths: &ContainerPaths) -> Result<Spec, Sp
 
 fn spec_json(def: &ContainerDef, paths: &ContainerPaths) -> Result<Value, SpecError> {
     let image = &def.image_config;
-    let entrypoint = def.entrypoint.clone().or_else(|| image.entrypoint.clone()).unwrap_or_default();
+    let entrypoint = def
+        .entrypoint
+        .clone()
+        .or_else(|| image.entrypoint.clone())
+        .unwrap_or_default();
     // As with Docker, a new entrypoint drops the image's Cmd.
     let cmd = match (&def.command, &def.entrypoint) {
         (Some(cmd), _) => cmd.clone(),
@@ -94,10 +135,19 @@ fn spec_json(def: &ContainerDef, paths: &ContainerPaths) -> Result<Value, SpecEr
         .or_else(|| image.working_dir.clone())
         .filter(|w| w.starts_with('/'))
         .unwrap_or_else(|| "/".to_owned());
-    let user_text = def.user.clone().or_else(|| image.user.clone()).unwrap_or_default();
+    let user_text = def
+        .user
+        .clone()
+        .or_else(|| image.user.clone())
+        .unwrap_or_default();
     let (uid, gid) = resolve_user(&paths.rootfs(), &user_text)?;
 
     let caps = DEFAULT_CAPABILITIES.to_vec();
+    // Docker's 1048576 open files, but never above what this host allows
+    // (raising a hard limit past the shim's own is refused).
+    let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .map_or(1_048_576, |max| max.min(1_048_576));
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -107,7 +157,10 @@ fn spec_json(def: &ContainerDef, paths: &ContainerPaths) -> Result<Value, SpecEr
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
     ];
-    for (file, target) in [(paths.hosts(), "/etc/hosts"), (paths.resolv_conf(), "/etc/resolv.conf")] {
+    for (file, target) in [
+        (paths.hosts(), "/etc/hosts"),
+        (paths.resolv_conf(), "/etc/resolv.conf"),
+    ] {
         if file.exists() {
             mounts.push(json!({"destination": target, "type": "bind", "source": file, "options": ["rbind", "rprivate"]}));
         }
@@ -118,10 +171,15 @@ fn spec_json(def: &ContainerDef, paths: &ContainerPaths) -> Result<Value, SpecEr
             reason: reason.to_owned(),
         };
         if !bind.target.starts_with('/') || bind.target.split('/').any(|p| p == "..") {
-            return Err(bad("the target must be an absolute path inside the container, without '..'"));
+            return Err(bad(
+                "the target must be an absolute path inside the container, without '..'",
+            ));
         }
         if !bind.source.exists() {
-            return Err(bad(&format!("the source folder {} does not exist", bind.source.display())));
+            return Err(bad(&format!(
+                "the source folder {} does not exist",
+                bind.source.display()
+            )));
         }
         let mut options = vec!["rbind", "rprivate", "nosuid", "nodev"];
         if bind.read_only {
@@ -130,7 +188,12 @@ fn spec_json(def: &ContainerDef, paths: &ContainerPaths) -> Result<Value, SpecEr
         mounts.push(json!({"destination": bind.target, "type": "bind", "source": bind.source, "options": options}));
     }
 
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
     namespaces.push(match &def.network.netns {
         Some(path) => json!({"type": "network", "path": path}),
         None => json!({"type": "network"}),
@@ -156,7 +219,7 @@ fn spec_json(def: &ContainerDef, paths: &ContainerPaths) -> Result<Value, SpecEr
             "env": env,
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1_048_576u64, "soft": 1_048_576u64}],
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
             "noNewPrivileges": true,
         },
         "root": {"path": paths.rootfs(), "readonly": false},
@@ -245,8 +308,14 @@ fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32), SpecError> {
                 .as_deref()
                 .and_then(|p| find_entry(p, |f| f.first() == Some(&user)))
                 .ok_or_else(|| fail(format!("no user {user} in the image's /etc/passwd")))?;
-            let uid = fields.get(2).and_then(|v| v.parse().ok()).ok_or_else(|| fail("a broken /etc/passwd line".into()))?;
-            let gid = fields.get(3).and_then(|v| v.parse().ok()).ok_or_else(|| fail("a broken /etc/passwd line".into()))?;
+            let uid = fields
+                .get(2)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| fail("a broken /etc/passwd line".into()))?;
+            let gid = fields
+                .get(3)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| fail("a broken /etc/passwd line".into()))?;
             (uid, gid)
         }
     };
@@ -265,13 +334,20 @@ fn resolve_user(rootfs: &Path, spec: &str) -> Result<(u32, u32), SpecError> {
 }
 
 fn find_entry<'a>(text: &'a str, pred: impl Fn(&Vec<&'a str>) -> bool) -> Option<Vec<&'a str>> {
-    text.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| pred(f))
+    text.lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| pred(f))
 }
 
 /// Reads a small file of the container's root filesystem; symlinks resolve
 /// inside that root, never to the host's files.
 fn read_in_root(rootfs: &Path, relative: &str) -> Option<String> {
-    let root = rustix::fs::open(rootfs, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let root = rustix::fs::open(
+        rootfs,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
     let fd = rustix::fs::openat2(
         &root,
         relative,
@@ -281,7 +357,10 @@ fn read_in_root(rootfs: &Path, relative: &str) -> Option<String> {
     )
     .ok()?;
     let mut text = String::new();
-    std::fs::File::from(fd).take(1024 * 1024).read_to_string(&mut text).ok()?;
+    std::fs::File::from(fd)
+        .take(1024 * 1024)
+        .read_to_string(&mut text)
+        .ok()?;
     Some(text)
 }
 
@@ -319,8 +398,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let paths = ContainerPaths::new(dir.path());
         std::fs::create_dir_all(paths.rootfs().join("etc")).expect("etc");
-        std::fs::write(paths.rootfs().join("etc/passwd"), "root:x:0:0::/:/bin/sh\nwww:x:33:34::/:/bin/false\n").expect("passwd");
-        std::fs::write(paths.rootfs().join("etc/group"), "root:x:0:\nmedia:x:44:\n").expect("group");
+        std::fs::write(
+            paths.rootfs().join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\nwww:x:33:34::/:/bin/false\n",
+        )
+        .expect("passwd");
+        std::fs::write(paths.rootfs().join("etc/group"), "root:x:0:\nmedia:x:44:\n")
+            .expect("group");
         (dir, paths)
     }
 
@@ -329,12 +413,27 @@ mod tests {
         let (_d, paths) = paths_with_passwd();
         let v = spec_json(&def(), &paths).expect("spec");
         assert_eq!(v["process"]["args"], json!(["/bin/sh", "-c", "echo hi"]));
-        assert_eq!(v["process"]["env"], json!(["PATH=/bin", "A=2", "B=3", "HOSTNAME=web"]));
+        assert_eq!(
+            v["process"]["env"],
+            json!(["PATH=/bin", "A=2", "B=3", "HOSTNAME=web"])
+        );
         assert_eq!(v["process"]["noNewPrivileges"], json!(true));
-        assert_eq!(v["process"]["capabilities"]["bounding"].as_array().map(Vec::len), Some(14));
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .map(Vec::len),
+            Some(14)
+        );
         assert_eq!(v["linux"]["cgroupsPath"], json!("/ddaemon/web"));
-        assert!(v["linux"]["readonlyPaths"].as_array().is_some_and(|p| p.contains(&json!("/proc/sys"))));
-        assert!(build_spec(&def(), &paths).is_ok(), "libcontainer's spec type accepts it");
+        assert!(
+            v["linux"]["readonlyPaths"]
+                .as_array()
+                .is_some_and(|p| p.contains(&json!("/proc/sys")))
+        );
+        assert!(
+            build_spec(&def(), &paths).is_ok(),
+            "libcontainer's spec type accepts it"
+        );
     }
 
     #[test]
@@ -342,14 +441,24 @@ mod tests {
         let (_d, paths) = paths_with_passwd();
         let mut d = def();
         d.command = Some(vec!["-c".into(), "exit 3".into()]);
-        assert_eq!(spec_json(&d, &paths).expect("spec")["process"]["args"], json!(["/bin/sh", "-c", "exit 3"]));
+        assert_eq!(
+            spec_json(&d, &paths).expect("spec")["process"]["args"],
+            json!(["/bin/sh", "-c", "exit 3"])
+        );
         let mut d = def();
         d.entrypoint = Some(vec!["/bin/true".into()]);
-        assert_eq!(spec_json(&d, &paths).expect("spec")["process"]["args"], json!(["/bin/true"]), "a new entrypoint drops Cmd");
+        assert_eq!(
+            spec_json(&d, &paths).expect("spec")["process"]["args"],
+            json!(["/bin/true"]),
+            "a new entrypoint drops Cmd"
+        );
         let mut d = def();
         d.image_config.entrypoint = None;
         d.image_config.cmd = None;
-        assert!(matches!(spec_json(&d, &paths), Err(SpecError::NoCommand { .. })));
+        assert!(matches!(
+            spec_json(&d, &paths),
+            Err(SpecError::NoCommand { .. })
+        ));
     }
 
     #[test]
@@ -358,8 +467,14 @@ mod tests {
         let root = paths.rootfs();
         assert_eq!(resolve_user(&root, "").expect("root"), (0, 0));
         assert_eq!(resolve_user(&root, "www").expect("name"), (33, 34));
-        assert_eq!(resolve_user(&root, "www:media").expect("name:group"), (33, 44));
-        assert_eq!(resolve_user(&root, "1000:1000").expect("numbers"), (1000, 1000));
+        assert_eq!(
+            resolve_user(&root, "www:media").expect("name:group"),
+            (33, 44)
+        );
+        assert_eq!(
+            resolve_user(&root, "1000:1000").expect("numbers"),
+            (1000, 1000)
+        );
         assert_eq!(resolve_user(&root, "33").expect("uid"), (33, 34));
         assert!(resolve_user(&root, "nobody").is_err());
     }
@@ -371,7 +486,8 @@ mod tests {
         std::fs::create_dir_all(paths.rootfs().join("etc")).expect("etc");
         // Points at the host's /etc/passwd, which has root; inside the
         // container's root it points at nothing.
-        std::os::unix::fs::symlink("/etc/passwd", paths.rootfs().join("etc/passwd")).expect("symlink");
+        std::os::unix::fs::symlink("/etc/passwd", paths.rootfs().join("etc/passwd"))
+            .expect("symlink");
         assert!(resolve_user(&paths.rootfs(), "root").is_err());
     }
 
@@ -379,17 +495,37 @@ mod tests {
     fn binds_and_limits() {
         let (d_, paths) = paths_with_passwd();
         let mut d = def();
-        d.binds = vec![BindMount { source: d_.path().to_owned(), target: "/config".into(), read_only: true }];
-        d.limits = Limits { memory_bytes: Some(64 << 20), cpu_millis: Some(1500), pids: Some(100) };
+        d.binds = vec![BindMount {
+            source: d_.path().to_owned(),
+            target: "/config".into(),
+            read_only: true,
+        }];
+        d.limits = Limits {
+            memory_bytes: Some(64 << 20),
+            cpu_millis: Some(1500),
+            pids: Some(100),
+        };
         let v = spec_json(&d, &paths).expect("spec");
-        let last = v["mounts"].as_array().and_then(|m| m.last()).cloned().unwrap_or_default();
+        let last = v["mounts"]
+            .as_array()
+            .and_then(|m| m.last())
+            .cloned()
+            .unwrap_or_default();
         assert_eq!(last["destination"], json!("/config"));
-        assert!(last["options"].as_array().is_some_and(|o| o.contains(&json!("ro"))));
+        assert!(
+            last["options"]
+                .as_array()
+                .is_some_and(|o| o.contains(&json!("ro")))
+        );
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], json!(64 << 20));
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], json!(150_000));
         d.binds[0].target = "relative".into();
         assert!(matches!(spec_json(&d, &paths), Err(SpecError::Bind { .. })));
-        d.binds[0] = BindMount { source: "/nonexistent/x".into(), target: "/x".into(), read_only: false };
+        d.binds[0] = BindMount {
+            source: "/nonexistent/x".into(),
+            target: "/x".into(),
+            read_only: false,
+        };
         assert!(matches!(spec_json(&d, &paths), Err(SpecError::Bind { .. })));
     }
 }

@@ -14,6 +14,13 @@
 //! the single-threaded shim process.
 
 pub mod blob_store;
+pub mod container_def;
+pub mod container_log;
+pub mod container_manager;
+pub mod container_paths;
+pub mod container_shim;
+pub mod container_spec;
+pub mod container_status;
 pub mod digest;
 pub mod fs_atomic;
 pub mod image_load;
@@ -22,8 +29,3 @@ pub mod image_store;
 pub mod layer_unpack;
 pub mod oci_types;
 pub mod registry;
-pub mod container_def;
-pub mod container_log;
-pub mod container_paths;
-pub mod container_status;
-pub mod container_spec;

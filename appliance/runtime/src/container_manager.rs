@@ -1,0 +1,283 @@
+//! The supervisor's side of containers: creating their folders, starting a
+//! shim for each, stopping and removing them, and finding them again after
+//! the supervisor restarts. Everything it knows is in the folders under
+//! `DATA/containers/`, so a restarted supervisor knows it too.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::container_def::{ContainerDef, check_id};
+use crate::container_log::tail;
+use crate::container_paths::ContainerPaths;
+use crate::container_shim::unmount_rootfs;
+use crate::container_status::{ContainerStatus, State};
+use crate::fs_atomic::write_atomic;
+
+/// How to start a shim: the `ddaemon` binary and its hidden `shim` command.
+#[derive(Debug, Clone)]
+pub struct ShimCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+}
+
+/// Why a container operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("{0}")]
+    BadId(String),
+    #[error("a container named {0} exists already; remove it first or pick another name")]
+    Exists(String),
+    #[error("no container named {0}; `ddaemon container ls` lists them")]
+    NotFound(String),
+    #[error("container {id}: {message}")]
+    Failed { id: String, message: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
+    move |source| ContainerError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// A container as listed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub image: String,
+    pub status: Option<ContainerStatus>,
+    /// Whether its shim process is alive.
+    pub shim_alive: bool,
+}
+
+/// Manages the containers under one folder.
+#[derive(Debug, Clone)]
+pub struct ContainerManager {
+    root: PathBuf,
+    shim: ShimCommand,
+}
+
+impl ContainerManager {
+    /// Containers kept under `root`, shims started with `shim`.
+    pub fn open(root: &Path, shim: ShimCommand) -> Result<Self, ContainerError> {
+        std::fs::create_dir_all(root).map_err(io_err(root))?;
+        Ok(Self {
+            root: root.to_owned(),
+            shim,
+        })
+    }
+
+    fn paths(&self, id: &str) -> Result<ContainerPaths, ContainerError> {
+        check_id(id).map_err(ContainerError::BadId)?;
+        Ok(ContainerPaths::new(&self.root.join(id)))
+    }
+
+    fn existing(&self, id: &str) -> Result<ContainerPaths, ContainerError> {
+        let paths = self.paths(id)?;
+        if paths.def().exists() {
+            Ok(paths)
+        } else {
+            Err(ContainerError::NotFound(id.to_owned()))
+        }
+    }
+
+    /// Records a new container; it does not start it.
+    pub fn create(&self, def: &ContainerDef) -> Result<(), ContainerError> {
+        let paths = self.paths(&def.id)?;
+        if paths.def().exists() {
+            return Err(ContainerError::Exists(def.id.clone()));
+        }
+        std::fs::create_dir_all(paths.bundle()).map_err(io_err(&paths.bundle()))?;
+        let bytes = serde_json::to_vec_pretty(def).map_err(|e| ContainerError::Failed {
+            id: def.id.clone(),
+            message: e.to_string(),
+        })?;
+        write_atomic(&paths.def(), &bytes).map_err(io_err(&paths.def()))
+    }
+
+    /// The definition of a container.
+    pub fn def(&self, id: &str) -> Result<ContainerDef, ContainerError> {
+        let paths = self.existing(id)?;
+        let bytes = std::fs::read(paths.def()).map_err(io_err(&paths.def()))?;
+        serde_json::from_slice(&bytes).map_err(|e| ContainerError::Failed {
+            id: id.to_owned(),
+            message: format!("container.json cannot be read: {e}"),
+        })
+    }
+
+    /// The shim's last report, if it wrote one.
+    pub fn status(&self, id: &str) -> Result<Option<ContainerStatus>, ContainerError> {
+        let paths = self.existing(id)?;
+        Ok(ContainerStatus::read(&paths.status()).ok())
+    }
+
+    fn shim_alive(&self, paths: &ContainerPaths, status: Option<&ContainerStatus>) -> bool {
+        let Some(status) = status else { return false };
+        if kill(Pid::from_raw(status.shim_pid), None).is_err() {
+            return false;
+        }
+        // The pid may have been reused: it is our shim only if it was started
+        // for this folder.
+        std::fs::read(format!("/proc/{}/cmdline", status.shim_pid))
+            .map(|cmdline| {
+                let needle = paths.root().as_os_str().as_encoded_bytes();
+                cmdline.windows(needle.len()).any(|w| w == needle)
+            })
+            .unwrap_or(false)
+    }
+
+    /// Starts the container's shim (if it is not running) and waits until
+    /// the container runs or has failed.
+    pub async fn start(&self, id: &str) -> Result<ContainerStatus, ContainerError> {
+        let paths = self.existing(id)?;
+        let current = ContainerStatus::read(&paths.status()).ok();
+        if self.shim_alive(&paths, current.as_ref())
+            && let Some(status) = current
+        {
+            return Ok(status);
+        }
+        let _ = std::fs::remove_file(paths.status());
+        let shim_log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(paths.shim_log())
+            .map_err(io_err(&paths.shim_log()))?;
+        let mut command = tokio::process::Command::new(&self.shim.program);
+        command
+            .args(&self.shim.args)
+            .arg(paths.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(shim_log)
+            .env_remove("JOURNAL_STREAM");
+        // The child handle is dropped: tokio reaps the shim when it ends,
+        // and the shim lives on by itself if the supervisor goes first.
+        command.spawn().map_err(io_err(&self.shim.program))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(status) = ContainerStatus::read(&paths.status())
+                && status.state != State::Creating
+            {
+                if status.state == State::Failed {
+                    return Err(ContainerError::Failed {
+                        id: id.to_owned(),
+                        message: status.error.unwrap_or_else(|| "it failed to start".into()),
+                    });
+                }
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(ContainerError::Failed {
+                    id: id.to_owned(),
+                    message: format!(
+                        "it did not start within a minute; see {}",
+                        paths.shim_log().display()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asks the shim to stop the container and waits until it has.
+    pub async fn stop(&self, id: &str) -> Result<Option<ContainerStatus>, ContainerError> {
+        let paths = self.existing(id)?;
+        let def = self.def(id)?;
+        let status = ContainerStatus::read(&paths.status()).ok();
+        if !self.shim_alive(&paths, status.as_ref()) {
+            return Ok(status);
+        }
+        if let Some(s) = &status {
+            let _ = kill(Pid::from_raw(s.shim_pid), Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(def.stop_timeout_secs + 15);
+        loop {
+            let now = ContainerStatus::read(&paths.status()).ok();
+            if !self.shim_alive(&paths, now.as_ref()) {
+                return Ok(now);
+            }
+            if Instant::now() > deadline {
+                return Err(ContainerError::Failed {
+                    id: id.to_owned(),
+                    message: "it did not stop in time".into(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops and deletes a container and its writable layer.
+    pub async fn remove(&self, id: &str) -> Result<(), ContainerError> {
+        let paths = self.existing(id)?;
+        self.stop(id).await?;
+        unmount_rootfs(&paths);
+        std::fs::remove_dir_all(paths.root()).map_err(io_err(paths.root()))
+    }
+
+    /// Every container.
+    pub fn list(&self) -> Result<Vec<ContainerInfo>, ContainerError> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&self.root).map_err(io_err(&self.root))? {
+            let entry = entry.map_err(io_err(&self.root))?;
+            let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Ok(def) = self.def(&id) else { continue };
+            let paths = ContainerPaths::new(&entry.path());
+            let status = ContainerStatus::read(&paths.status()).ok();
+            out.push(ContainerInfo {
+                shim_alive: self.shim_alive(&paths, status.as_ref()),
+                id,
+                image: def.image,
+                status,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// The last `max_bytes` of a container's output.
+    pub fn logs(&self, id: &str, max_bytes: u64) -> Result<Vec<u8>, ContainerError> {
+        let paths = self.existing(id)?;
+        tail(&paths.log(), max_bytes).map_err(io_err(&paths.log()))
+    }
+
+    /// After a supervisor start: containers whose shim died while they
+    /// should run are marked failed and, if their policy says so, started
+    /// again. Returns the ids started again.
+    pub async fn reattach(&self) -> Result<Vec<String>, ContainerError> {
+        let mut restarted = Vec::new();
+        for info in self.list()? {
+            let Some(mut status) = info.status else {
+                continue;
+            };
+            if info.shim_alive || status.state.is_final() {
+                continue;
+            }
+            tracing::warn!(id = %info.id, "the container's shim is gone");
+            if let Some(pid) = status.pid {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            status.state = State::Failed;
+            status.error = Some("its shim process ended unexpectedly".into());
+            let paths = self.paths(&info.id)?;
+            let _ = status.write(&paths.status());
+            if self.def(&info.id)?.restart != crate::container_def::RestartPolicy::No {
+                self.start(&info.id).await?;
+                restarted.push(info.id);
+            }
+        }
+        Ok(restarted)
+    }
+}
