@@ -47,6 +47,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Containers on the device: run, list, start, stop, remove, logs.
+    Container {
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+        socket: PathBuf,
+        #[command(subcommand)]
+        action: ContainerAction,
+    },
     /// The per-container shim (started by the supervisor, not by hand).
     #[command(hide = true)]
     Shim { dir: PathBuf },
@@ -73,6 +80,44 @@ enum ImageAction {
         /// The name for images the archive tags only with a bare tag.
         #[arg(long)]
         name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ContainerAction {
+    /// List containers and their state.
+    Ls,
+    /// Create and start a container of an image on the device.
+    Run {
+        /// The container's name.
+        #[arg(long)]
+        name: String,
+        /// no, on-failure or always.
+        #[arg(long)]
+        restart: Option<String>,
+        /// Memory limit in MiB.
+        #[arg(long, value_name = "MIB")]
+        memory: Option<u32>,
+        /// KEY=value; repeatable.
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        image: String,
+        /// Replaces the image's command.
+        #[arg(trailing_var_arg = true)]
+        command: Vec<String>,
+    },
+    /// Start a stopped container.
+    Start { name: String },
+    /// Stop a container (SIGTERM, then SIGKILL after its timeout).
+    Stop { name: String },
+    /// Stop and delete a container.
+    Rm { name: String },
+    /// Show the end of a container's output.
+    Logs {
+        name: String,
+        /// How many bytes from the end.
+        #[arg(long, default_value_t = 65536)]
+        bytes: u64,
     },
 }
 
@@ -114,8 +159,70 @@ fn main() -> anyhow::Result<()> {
         Command::Image { socket, action } => {
             runtime.block_on(image(&ApiClient::new(&socket), action))
         }
+        Command::Container { socket, action } => {
+            runtime.block_on(container(&ApiClient::new(&socket), action))
+        }
         Command::Shim { .. } => Ok(()),
     }
+}
+
+async fn container(client: &ApiClient, action: ContainerAction) -> anyhow::Result<()> {
+    use ddaemon::cli::containers;
+    match action {
+        ContainerAction::Ls => print!(
+            "{}",
+            containers::list(client)
+                .await
+                .context("listing containers failed")?
+        ),
+        ContainerAction::Run {
+            name,
+            restart,
+            memory,
+            env,
+            image,
+            command,
+        } => {
+            let request = serde_json::json!({
+                "name": name,
+                "image": image,
+                "command": (!command.is_empty()).then_some(command),
+                "env": env,
+                "restart": restart,
+                "memory_mib": memory,
+            });
+            let c = containers::run(client, &request)
+                .await
+                .with_context(|| format!("running {name} failed"))?;
+            println!("{} {}", c.name, c.state);
+        }
+        ContainerAction::Start { name } => {
+            let c = containers::action(client, &name, "start")
+                .await
+                .with_context(|| format!("starting {name} failed"))?;
+            println!("{} {}", c.name, c.state);
+        }
+        ContainerAction::Stop { name } => {
+            let c = containers::action(client, &name, "stop")
+                .await
+                .with_context(|| format!("stopping {name} failed"))?;
+            println!("{} {}", c.name, c.state);
+        }
+        ContainerAction::Rm { name } => {
+            containers::remove(client, &name)
+                .await
+                .with_context(|| format!("removing {name} failed"))?;
+            println!("removed {name}");
+        }
+        ContainerAction::Logs { name, bytes } => {
+            let out = containers::logs(client, &name, bytes)
+                .await
+                .with_context(|| format!("reading the logs of {name} failed"))?;
+            use std::io::Write as _;
+            std::io::stdout().write_all(&out)?;
+        }
+    }
+    Ok(())
 }
 
 async fn image(client: &ApiClient, action: ImageAction) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use ddaemon_runtime::container_manager::{ContainerError, ContainerManager, ShimCommand};
 use ddaemon_runtime::image_store::{ImageStore, StoreError};
 use ddaemon_runtime::registry::{Registry, RegistryOptions};
 use std::time::Duration;
@@ -42,6 +43,10 @@ pub enum ServeError {
     State(#[from] StateError),
     #[error("cannot open the image store: {0}")]
     Images(StoreError),
+    #[error("cannot find the ddaemon binary to run container shims: {0}")]
+    OwnBinary(std::io::Error),
+    #[error("cannot open the container folder: {0}")]
+    Containers(ContainerError),
     #[error("cannot listen on {addr}: {source} (is another ddaemon or web server using it?)")]
     Bind {
         addr: SocketAddr,
@@ -68,6 +73,21 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         insecure: options.insecure_registries.clone(),
         ..RegistryOptions::default()
     });
+    let containers = ContainerManager::open(
+        &options.data_dir.join("containers"),
+        ShimCommand {
+            program: std::env::current_exe().map_err(ServeError::OwnBinary)?,
+            args: vec!["shim".into()],
+        },
+    )
+    .map_err(ServeError::Containers)?;
+    match containers.reattach().await {
+        Ok(restarted) if !restarted.is_empty() => {
+            tracing::warn!(?restarted, "restarted containers whose shim was gone")
+        }
+        Ok(_) => {}
+        Err(err) => tracing::error!(%err, "cannot check the containers"),
+    }
     let state = AppState::new(
         db,
         zones,
@@ -75,6 +95,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         settings.setup_complete(),
         Arc::new(images),
         registry,
+        containers,
     );
     let app = router(state);
 

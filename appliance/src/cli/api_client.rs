@@ -95,14 +95,21 @@ impl ApiClient {
         Ok(response)
     }
 
-    /// `GET path`, decoded from JSON.
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    /// A request without a body.
+    pub async fn empty(
+        &self,
+        method: Method,
+        path: &str,
+    ) -> Result<Response<Incoming>, ClientError> {
         let body = Full::new(Bytes::new())
             .map_err(|never| match never {})
             .boxed();
-        let response = self
-            .send(Method::GET, path, "application/json", body)
-            .await?;
+        self.send(method, path, "application/json", body).await
+    }
+
+    /// `GET path`, decoded from JSON.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let response = self.empty(Method::GET, path).await?;
         serde_json::from_slice(&collect(response).await?).map_err(ClientError::Decode)
     }
 

@@ -6,6 +6,7 @@
 //! for apps (`APPNAME.local`) will be its own module beside this one.
 
 pub mod api;
+pub mod api_containers;
 pub mod api_error;
 pub mod api_images;
 mod api_json;
@@ -40,6 +41,17 @@ pub fn router(state: AppState) -> Router {
             "/images/load",
             post(api_images::load).layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route(
+            "/containers",
+            get(api_containers::list).post(api_containers::run),
+        )
+        .route(
+            "/containers/{name}",
+            axum::routing::delete(api_containers::remove),
+        )
+        .route("/containers/{name}/start", post(api_containers::start))
+        .route("/containers/{name}/stop", post(api_containers::stop))
+        .route("/containers/{name}/logs", get(api_containers::logs))
         .route("/openapi.json", get(openapi::serve))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed);

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::api_error::{ErrorBody, ErrorDetail};
-use super::{api, api_images};
+use super::{api, api_containers, api_images};
 use crate::setup::SetupRequest;
 use crate::system::{DiskUse, MemoryUse, SystemInfo};
 
@@ -14,12 +14,15 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
     info(title = "ddaemon API", description = "The supervisor's JSON API, used by its own pages and CLI."),
     paths(
         api::health, api::setup, api::login, api::logout, api::system,
-        api_images::list, api_images::pull, api_images::remove, api_images::load
+        api_images::list, api_images::pull, api_images::remove, api_images::load,
+        api_containers::list, api_containers::run, api_containers::start, api_containers::stop,
+        api_containers::remove, api_containers::logs
     ),
     components(schemas(
         api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone,
         SetupRequest, SystemInfo, MemoryUse, DiskUse, ErrorBody, ErrorDetail,
-        api_images::ImageView, api_images::ImageRequest, api_images::ImageRemoved
+        api_images::ImageView, api_images::ImageRequest, api_images::ImageRemoved,
+        api_containers::ContainerView, api_containers::RunRequest
     )),
     modifiers(&Security)
 )]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use ddaemon_runtime::container_manager::ContainerManager;
 use ddaemon_runtime::image_store::ImageStore;
 use ddaemon_runtime::registry::Registry;
 
@@ -23,6 +24,7 @@ pub struct AppState {
     pub started: Instant,
     pub images: Arc<ImageStore>,
     pub registry: Registry,
+    pub containers: ContainerManager,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -35,6 +37,7 @@ impl AppState {
         setup_complete: bool,
         images: Arc<ImageStore>,
         registry: Registry,
+        containers: ContainerManager,
     ) -> Self {
         let hasher = PasswordHasher::default();
         Self {
@@ -46,6 +49,7 @@ impl AppState {
             started: Instant::now(),
             images,
             registry,
+            containers,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }

@@ -121,10 +121,14 @@ impl Daemon {
 
     /// Runs the `ddaemon` CLI against this supervisor's socket.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        // The socket goes right after the command group, before any
+        // trailing command line a container is given.
+        let (group, rest) = args.split_first().expect("a command");
         Command::new(env!("CARGO_BIN_EXE_ddaemon"))
-            .args(args)
+            .arg(group)
             .arg("--socket")
             .arg(self.socket())
+            .args(rest)
             .output()
             .expect("run ddaemon")
     }
