@@ -32,6 +32,12 @@ enum Command {
         /// The root-only control socket the CLI uses.
         #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
         socket: PathBuf,
+        /// The container bridge's address; containers get the rest of its /24.
+        #[arg(long, default_value = "10.88.0.1", value_name = "IPV4")]
+        bridge_address: std::net::Ipv4Addr,
+        /// Run containers without the bridge (loopback only).
+        #[arg(long)]
+        no_container_network: bool,
         /// A registry (host[:port]) to reach over plain HTTP; repeatable.
         #[arg(long = "insecure-registry", value_name = "HOST")]
         insecure_registries: Vec<String>,
@@ -101,6 +107,12 @@ enum ContainerAction {
         /// KEY=value; repeatable.
         #[arg(short = 'e', long = "env")]
         env: Vec<String>,
+        /// Containers of the same app reach each other by name.
+        #[arg(long)]
+        app: Option<String>,
+        /// HOST:CONTAINER port to publish; repeatable.
+        #[arg(short = 'p', long = "publish")]
+        publish: Vec<String>,
         image: String,
         /// Replaces the image's command.
         #[arg(trailing_var_arg = true)]
@@ -144,6 +156,8 @@ fn main() -> anyhow::Result<()> {
             socket,
             insecure_registries,
             zoneinfo,
+            bridge_address,
+            no_container_network,
         } => runtime
             .block_on(serve(ServeOptions {
                 data_dir: data,
@@ -151,6 +165,7 @@ fn main() -> anyhow::Result<()> {
                 socket,
                 zoneinfo,
                 insecure_registries,
+                bridge_address: (!no_container_network).then_some(bridge_address),
             }))
             .context("ddaemon serve failed"),
         Command::Status { socket, json } => runtime
@@ -180,6 +195,8 @@ async fn container(client: &ApiClient, action: ContainerAction) -> anyhow::Resul
             restart,
             memory,
             env,
+            app,
+            publish,
             image,
             command,
         } => {
@@ -190,6 +207,8 @@ async fn container(client: &ApiClient, action: ContainerAction) -> anyhow::Resul
                 "env": env,
                 "restart": restart,
                 "memory_mib": memory,
+                "app": app,
+                "publish": publish,
             });
             let c = containers::run(client, &request)
                 .await

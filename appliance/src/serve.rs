@@ -34,6 +34,9 @@ pub struct ServeOptions {
     pub zoneinfo: PathBuf,
     /// Registries reached over plain HTTP (host[:port]).
     pub insecure_registries: Vec<String>,
+    /// The container bridge's address (its /24 is the containers' subnet);
+    /// `None` runs containers with loopback only.
+    pub bridge_address: Option<std::net::Ipv4Addr>,
 }
 
 /// Why the supervisor could not start or stopped with an error.
@@ -81,6 +84,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         },
     )
     .map_err(ServeError::Containers)?;
+    let containers = match options.bridge_address {
+        Some(gateway) => containers.with_network(gateway),
+        None => containers,
+    };
     match containers.reattach().await {
         Ok(restarted) if !restarted.is_empty() => {
             tracing::warn!(?restarted, "restarted containers whose shim was gone")

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ddaemon_runtime::container_def::{BindMount, ContainerDef, Limits, RestartPolicy};
-use ddaemon_runtime::container_manager::{ContainerManager, ShimCommand};
+use ddaemon_runtime::container_manager::{ContainerManager, NetworkRequest, ShimCommand};
 use ddaemon_runtime::container_status::{ContainerStatus, State};
 use ddaemon_runtime::image_load::load_archive;
 use ddaemon_runtime::image_store::ImageStore;
@@ -70,7 +70,10 @@ impl Fixture {
     }
 
     async fn run(&self, def: &ContainerDef) -> ContainerStatus {
-        self.manager.create(def).expect("create");
+        self.manager
+            .create(def, NetworkRequest::default())
+            .await
+            .expect("create");
         match self.manager.start(&def.id).await {
             Ok(status) => status,
             Err(err) => {

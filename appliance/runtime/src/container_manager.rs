@@ -18,6 +18,20 @@ use crate::container_paths::ContainerPaths;
 use crate::container_shim::unmount_rootfs;
 use crate::container_status::{ContainerStatus, State};
 use crate::fs_atomic::write_atomic;
+use crate::network::{Network, NetworkError, PublishedPort};
+
+/// The host's name servers a container can use (not the loopback ones,
+/// which mean nothing inside the container's own namespace).
+fn host_nameservers() -> Vec<String> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .map(str::trim)
+        .filter(|ns| !ns.starts_with("127.") && *ns != "::1")
+        .map(str::to_owned)
+        .collect()
+}
 
 /// How to start a shim: the `ddaemon` binary and its hidden `shim` command.
 #[derive(Debug, Clone)]
@@ -42,6 +56,8 @@ pub enum ContainerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("network: {0}")]
+    Network(#[from] NetworkError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
@@ -66,6 +82,16 @@ pub struct ContainerInfo {
 pub struct ContainerManager {
     root: PathBuf,
     shim: ShimCommand,
+    /// The bridge network; without it containers have only loopback.
+    network: Option<Network>,
+}
+
+/// Where a new container sits on the network.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkRequest {
+    /// Containers of one app reach each other by name.
+    pub app: Option<String>,
+    pub ports: Vec<PublishedPort>,
 }
 
 impl ContainerManager {
@@ -75,7 +101,19 @@ impl ContainerManager {
         Ok(Self {
             root: root.to_owned(),
             shim,
+            network: None,
         })
+    }
+
+    /// Puts new containers on a bridge whose address is `gateway` (a /24).
+    pub fn with_network(mut self, gateway: std::net::Ipv4Addr) -> Self {
+        self.network = Some(Network::new(&self.root.join("network.json"), gateway));
+        self
+    }
+
+    /// The network, if containers have one.
+    pub fn network(&self) -> Option<&Network> {
+        self.network.as_ref()
     }
 
     fn paths(&self, id: &str) -> Result<ContainerPaths, ContainerError> {
@@ -92,18 +130,75 @@ impl ContainerManager {
         }
     }
 
-    /// Records a new container; it does not start it.
-    pub fn create(&self, def: &ContainerDef) -> Result<(), ContainerError> {
+    /// Records a new container and, with a network, gives it its address
+    /// and ports; it does not start it. On failure nothing is left.
+    pub async fn create(
+        &self,
+        def: &ContainerDef,
+        request: NetworkRequest,
+    ) -> Result<(), ContainerError> {
         let paths = self.paths(&def.id)?;
         if paths.def().exists() {
             return Err(ContainerError::Exists(def.id.clone()));
         }
+        let mut def = def.clone();
+        if let Some(network) = &self.network {
+            if let Err(err) = network
+                .attach(&def.id, request.app.clone(), request.ports)
+                .await
+            {
+                let _ = network.detach(&def.id).await;
+                return Err(err.into());
+            }
+            def.network.netns = Some(network.netns_path(&def.id));
+            def.network.hosts = network.hosts_for(&def.id)?;
+            def.network.nameservers = host_nameservers();
+        }
         std::fs::create_dir_all(paths.bundle()).map_err(io_err(&paths.bundle()))?;
+        self.write_def(&def)?;
+        if let Some(app) = &request.app {
+            self.refresh_app_hosts(app).await?;
+        }
+        Ok(())
+    }
+
+    fn write_def(&self, def: &ContainerDef) -> Result<(), ContainerError> {
+        let paths = self.paths(&def.id)?;
         let bytes = serde_json::to_vec_pretty(def).map_err(|e| ContainerError::Failed {
             id: def.id.clone(),
             message: e.to_string(),
         })?;
         write_atomic(&paths.def(), &bytes).map_err(io_err(&paths.def()))
+    }
+
+    /// Gives every container of `app` the current list of its peers, in its
+    /// definition and, for running ones, in the mounted `/etc/hosts` (written
+    /// in place: the bind mount holds the file, not its name).
+    async fn refresh_app_hosts(&self, app: &str) -> Result<(), ContainerError> {
+        let Some(network) = &self.network else {
+            return Ok(());
+        };
+        for info in self.list()? {
+            let lease = network.lease(&info.id)?;
+            if lease.and_then(|l| l.app).as_deref() != Some(app) {
+                continue;
+            }
+            let mut def = self.def(&info.id)?;
+            def.network.hosts = network.hosts_for(&info.id)?;
+            self.write_def(&def)?;
+            let hosts_file = self.paths(&info.id)?.hosts();
+            if hosts_file.exists() {
+                let mut text = String::from(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+                );
+                for line in &def.network.hosts {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+                std::fs::write(&hosts_file, text).map_err(io_err(&hosts_file))?;
+            }
+        }
+        Ok(())
     }
 
     /// The definition of a container.
@@ -146,6 +241,13 @@ impl ContainerManager {
             && let Some(status) = current
         {
             return Ok(status);
+        }
+        // After a reboot the namespace is gone while the lease stays: plumb
+        // it again (attaching is idempotent).
+        if let Some(network) = &self.network
+            && let Some(lease) = network.lease(id)?
+        {
+            network.attach(id, lease.app, lease.ports).await?;
         }
         let _ = std::fs::remove_file(paths.status());
         let shim_log = std::fs::OpenOptions::new()
@@ -222,7 +324,19 @@ impl ContainerManager {
         let paths = self.existing(id)?;
         self.stop(id).await?;
         unmount_rootfs(&paths);
-        std::fs::remove_dir_all(paths.root()).map_err(io_err(paths.root()))
+        let app = match &self.network {
+            Some(network) => {
+                let app = network.lease(id)?.and_then(|l| l.app);
+                network.detach(id).await?;
+                app
+            }
+            None => None,
+        };
+        std::fs::remove_dir_all(paths.root()).map_err(io_err(paths.root()))?;
+        if let Some(app) = app {
+            self.refresh_app_hosts(&app).await?;
+        }
+        Ok(())
     }
 
     /// Every container.

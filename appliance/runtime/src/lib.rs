@@ -14,6 +14,7 @@
 //! the single-threaded shim process.
 
 pub mod blob_store;
+pub mod command;
 pub mod container_def;
 pub mod container_log;
 pub mod container_manager;
@@ -27,5 +28,6 @@ pub mod image_load;
 pub mod image_ref;
 pub mod image_store;
 pub mod layer_unpack;
+pub mod network;
 pub mod oci_types;
 pub mod registry;

@@ -6,8 +6,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use ddaemon_runtime::container_def::{ContainerDef, Limits, RestartPolicy, check_id};
-use ddaemon_runtime::container_manager::{ContainerError, ContainerInfo};
+use ddaemon_runtime::container_manager::{ContainerError, ContainerInfo, NetworkRequest};
 use ddaemon_runtime::image_store::StoreError;
+use ddaemon_runtime::network::NetworkError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -77,6 +78,12 @@ pub struct RunRequest {
     /// Memory limit in MiB.
     #[serde(default)]
     pub memory_mib: Option<u32>,
+    /// Containers of the same app reach each other by name.
+    #[serde(default)]
+    pub app: Option<String>,
+    /// Ports of the device forwarded to the container, `HOST:CONTAINER`.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// `?bytes=` for logs.
@@ -104,6 +111,9 @@ fn container_error(err: ContainerError) -> ApiError {
             "container_failed",
             err.to_string(),
         ),
+        ContainerError::Network(NetworkError::PortTaken(..)) => {
+            ApiError::new(StatusCode::CONFLICT, "port_taken", err.to_string()).with_field("publish")
+        }
         other => ApiError::internal(&other),
     }
 }
@@ -197,7 +207,25 @@ pub async fn run(
         memory_bytes: request.memory_mib.map(|m| i64::from(m) * 1024 * 1024),
         ..Limits::default()
     };
-    state.containers.create(&def).map_err(container_error)?;
+    let mut ports = Vec::new();
+    for text in &request.publish {
+        ports.push(
+            text.parse()
+                .map_err(|m: String| ApiError::invalid(FieldError::new("publish", m)))?,
+        );
+    }
+    if let Some(app) = &request.app {
+        check_id(app).map_err(|m| ApiError::invalid(FieldError::new("app", m)))?;
+    }
+    let network = NetworkRequest {
+        app: request.app.clone(),
+        ports,
+    };
+    state
+        .containers
+        .create(&def, network)
+        .await
+        .map_err(container_error)?;
     if let Err(err) = state.containers.start(&def.id).await {
         // Nothing half-made stays behind.
         let _ = state.containers.remove(&def.id).await;

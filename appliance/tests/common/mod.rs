@@ -20,6 +20,10 @@ pub struct Daemon {
     child: Option<Child>,
     pub http: reqwest::Client,
     extra_args: Vec<String>,
+    /// A network namespace the supervisor runs in; `None` keeps it in the
+    /// test's own, with container networking off (the host network is
+    /// never touched).
+    netns: Option<String>,
 }
 
 fn free_port() -> SocketAddr {
@@ -39,6 +43,23 @@ impl Daemon {
         Self::start_with(dir, Vec::new()).await
     }
 
+    /// Starts a supervisor inside the network namespace `netns`, with the
+    /// container bridge on; the test reaches it through the CLI.
+    pub async fn start_in_netns(netns: &str, extra_args: Vec<String>) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut daemon = Self {
+            dir,
+            addr: free_port(),
+            child: None,
+            http: reqwest::Client::new(),
+            extra_args,
+            netns: Some(netns.to_owned()),
+        };
+        daemon.spawn().await;
+        daemon
+    }
+
     /// Starts a supervisor with extra `serve` arguments.
     pub async fn start_with(dir: tempfile::TempDir, extra_args: Vec<String>) -> Self {
         // The workspace has one TLS crypto provider, ring, and installs it
@@ -54,6 +75,7 @@ impl Daemon {
             child: None,
             http,
             extra_args,
+            netns: None,
         };
         daemon.spawn().await;
         daemon
@@ -77,8 +99,23 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("daemon.log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ddaemon"))
-            .arg("serve")
+        let mut command = match &self.netns {
+            // nsenter switches only the network namespace; `ip netns exec`
+            // would also remount /sys and hide the cgroup hierarchy.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg(env!("CARGO_BIN_EXE_ddaemon"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_ddaemon")),
+        };
+        if self.netns.is_none() {
+            command.arg("serve").arg("--no-container-network");
+        } else {
+            command.arg("serve");
+        }
+        let child = command
             .arg("--data")
             .arg(self.dir.path())
             .arg("--listen")
@@ -95,7 +132,11 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = self.http.get(self.url("/api/v1/health")).send().await
+            if self.netns.is_some() {
+                if self.socket().exists() && self.cli(&["status"]).status.success() {
+                    return;
+                }
+            } else if let Ok(r) = self.http.get(self.url("/api/v1/health")).send().await
                 && r.status().is_success()
             {
                 return;
@@ -238,6 +279,38 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        // Shims live in their own session by design; end the ones this
+        // test started, and their containers.
+        if let Ok(entries) = std::fs::read_dir(self.dir.path().join("containers")) {
+            for entry in entries.flatten() {
+                let Ok(text) = std::fs::read_to_string(entry.path().join("status.json")) else {
+                    continue;
+                };
+                let Ok(status) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
+                // Only a shim still started for this folder (pids get reused).
+                let ours = |pid: i64| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .map(|c| {
+                            String::from_utf8_lossy(&c).contains(&*entry.path().to_string_lossy())
+                        })
+                        .unwrap_or(false)
+                };
+                if let Some(shim) = status["shim_pid"].as_i64().filter(|p| ours(*p)) {
+                    if let Some(pid) = status["pid"].as_i64() {
+                        let _ = Command::new("kill")
+                            .arg("-KILL")
+                            .arg(pid.to_string())
+                            .status();
+                    }
+                    let _ = Command::new("kill")
+                        .arg("-KILL")
+                        .arg(shim.to_string())
+                        .status();
+                }
+            }
+        }
     }
 }
 
