@@ -60,6 +60,16 @@ enum Command {
         #[command(subcommand)]
         action: ContainerAction,
     },
+    /// Runs an OCI bundle once (create, start, wait, delete), like `crun
+    /// run`; for the start-time benchmark.
+    #[command(hide = true)]
+    RunBundle {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        root: PathBuf,
+        bundle: PathBuf,
+    },
     /// The per-container shim (started by the supervisor, not by hand).
     #[command(hide = true)]
     Shim { dir: PathBuf },
@@ -141,6 +151,12 @@ fn main() -> anyhow::Result<()> {
     if let Command::Shim { dir } = &cli.command {
         std::process::exit(ddaemon_runtime::container_shim::run_shim(dir));
     }
+    if let Command::RunBundle { id, root, bundle } = &cli.command {
+        match ddaemon_runtime::container_shim::run_bundle(id, bundle, root) {
+            Ok(code) => std::process::exit(code),
+            Err(err) => anyhow::bail!("running the bundle failed: {err}"),
+        }
+    }
     // One TLS crypto provider in the whole program, chosen here.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The runtime is built here rather than with #[tokio::main] so that the
@@ -177,7 +193,7 @@ fn main() -> anyhow::Result<()> {
         Command::Container { socket, action } => {
             runtime.block_on(container(&ApiClient::new(&socket), action))
         }
-        Command::Shim { .. } => Ok(()),
+        Command::Shim { .. } | Command::RunBundle { .. } => Ok(()),
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ddaemon_runtime::container_manager::{ContainerError, ContainerManager, ShimCommand};
 use ddaemon_runtime::image_store::{ImageStore, StoreError};
-use ddaemon_runtime::registry::{Registry, RegistryOptions};
+use ddaemon_runtime::registry::{Registry, RegistrySettings};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
@@ -46,6 +46,8 @@ pub enum ServeError {
     State(#[from] StateError),
     #[error("cannot open the image store: {0}")]
     Images(StoreError),
+    #[error("registry settings: {0}")]
+    Registries(String),
     #[error("cannot find the ddaemon binary to run container shims: {0}")]
     OwnBinary(std::io::Error),
     #[error("cannot open the container folder: {0}")]
@@ -72,10 +74,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let settings = db.device_settings().await?;
     let zones = TimeZones::load(&options.zoneinfo);
     let images = ImageStore::open(&options.data_dir.join("images")).map_err(ServeError::Images)?;
-    let registry = Registry::new(RegistryOptions {
-        insecure: options.insecure_registries.clone(),
-        ..RegistryOptions::default()
-    });
+    let registry_settings =
+        RegistrySettings::load(&options.data_dir.join("ddaemon/registries.json"))
+            .map_err(ServeError::Registries)?;
+    let registry = Registry::new(registry_settings.into_options(&options.insecure_registries));
     let containers = ContainerManager::open(
         &options.data_dir.join("containers"),
         ShimCommand {

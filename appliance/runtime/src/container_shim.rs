@@ -456,3 +456,33 @@ fn now_unix() -> i64 {
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
+
+/// Runs a prepared OCI bundle once, the way `crun run` does: create,
+/// start, wait, delete; returns the exit code. For the start-time benchmark
+/// against crun and runc, which compares the runtimes on the same bundle.
+pub fn run_bundle(id: &str, bundle: &Path, state_root: &Path) -> Result<i32, String> {
+    std::fs::create_dir_all(state_root).map_err(|e| e.to_string())?;
+    let mut container = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_root_path(state_root)
+        .map_err(|e| e.to_string())?
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("cannot create the container: {e}"))?;
+    container
+        .start()
+        .map_err(|e| format!("cannot start the container: {e}"))?;
+    let pid = container.pid().ok_or("no container process")?;
+    let code = loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => break code,
+            Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    container.delete(true).map_err(|e| e.to_string())?;
+    Ok(code)
+}

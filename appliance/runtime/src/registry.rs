@@ -40,6 +40,56 @@ pub struct RegistryOptions {
     pub platform: Option<(String, Option<String>)>,
 }
 
+/// The owner's registry settings file (`DATA/ddaemon/registries.json`):
+/// registries reached over HTTP, and credentials per registry.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    #[serde(default)]
+    pub insecure: Vec<String>,
+    #[serde(default)]
+    pub credentials: BTreeMap<String, Credentials>,
+}
+
+impl RegistrySettings {
+    /// Reads the file; a missing file means no settings.
+    pub fn load(path: &std::path::Path) -> Result<Self, String> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let settings: Self = serde_json::from_slice(&bytes).map_err(|e| {
+            format!(
+                "{}: {e}; expected {{\"insecure\": [\"host:port\"], \"credentials\": {{\"host\": {{\"username\": \"...\", \"password\": \"...\"}}}}}}",
+                path.display()
+            )
+        })?;
+        if !settings.credentials.is_empty() {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(path)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                tracing::warn!(path = %path.display(), "registry credentials are readable by other users; chmod 600 it");
+            }
+        }
+        Ok(settings)
+    }
+
+    /// These settings plus registries marked insecure elsewhere.
+    pub fn into_options(self, extra_insecure: &[String]) -> RegistryOptions {
+        let mut insecure = self.insecure;
+        insecure.extend(extra_insecure.iter().cloned());
+        insecure.sort();
+        insecure.dedup();
+        RegistryOptions {
+            insecure,
+            credentials: self.credentials,
+            platform: None,
+        }
+    }
+}
+
 /// How far a pull is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PullProgress {
@@ -309,5 +359,38 @@ fn to_oci(desc: &Descriptor) -> OciDescriptor {
         urls: None,
         annotations: None,
         ..OciDescriptor::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_file_reads_merges_and_names_itself_when_wrong() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("registries.json");
+        assert!(
+            RegistrySettings::load(&path)
+                .expect("missing is empty")
+                .insecure
+                .is_empty()
+        );
+        std::fs::write(
+            &path,
+            r#"{"insecure": ["10.0.0.5:5000"], "credentials": {"ghcr.io": {"username": "me", "password": "tok"}}}"#,
+        )
+        .expect("write");
+        let options = RegistrySettings::load(&path)
+            .expect("load")
+            .into_options(&["127.0.0.1:5000".into()]);
+        assert_eq!(options.insecure, ["10.0.0.5:5000", "127.0.0.1:5000"]);
+        assert_eq!(options.credentials["ghcr.io"].username, "me");
+        std::fs::write(&path, r#"{"insecure": ["x"], "passwords": {}}"#).expect("write");
+        let err = RegistrySettings::load(&path).expect_err("unknown key");
+        assert!(
+            err.contains("registries.json") && err.contains("passwords"),
+            "{err}"
+        );
     }
 }
