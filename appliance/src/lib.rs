@@ -7,6 +7,7 @@
 //! arrive as siblings, each owning its state and talking to the others through
 //! small typed interfaces.
 
+pub mod apps;
 pub mod auth;
 pub mod cli;
 pub mod field_error;

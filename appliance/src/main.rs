@@ -53,6 +53,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Apps: import a Compose file as an app manifest.
+    App {
+        #[command(subcommand)]
+        action: AppAction,
+    },
     /// Containers on the device: run, list, start, stop, remove, logs.
     Container {
         #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
@@ -96,6 +101,21 @@ enum ImageAction {
         /// The name for images the archive tags only with a bare tag.
         #[arg(long)]
         name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AppAction {
+    /// Turn a Compose file into an app manifest (printed, or written with --out).
+    Import {
+        /// The compose.yml to read.
+        file: PathBuf,
+        /// The app's id (it answers at ID.local).
+        #[arg(long)]
+        id: String,
+        /// Write the manifest here instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -193,8 +213,34 @@ fn main() -> anyhow::Result<()> {
         Command::Container { socket, action } => {
             runtime.block_on(container(&ApiClient::new(&socket), action))
         }
+        Command::App { action } => app(action),
         Command::Shim { .. } | Command::RunBundle { .. } => Ok(()),
     }
+}
+
+fn app(action: AppAction) -> anyhow::Result<()> {
+    match action {
+        AppAction::Import { file, id, out } => {
+            let yaml = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let imported = ddaemon::apps::compose_import::import(&yaml, &id)
+                .with_context(|| format!("cannot import {}", file.display()))?;
+            for note in &imported.notes {
+                eprintln!("note: {note}");
+            }
+            let text =
+                toml::to_string_pretty(&imported.manifest).context("cannot write the manifest")?;
+            match out {
+                Some(path) => {
+                    ddaemon_runtime::fs_atomic::write_atomic(&path, text.as_bytes())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn container(client: &ApiClient, action: ContainerAction) -> anyhow::Result<()> {
