@@ -106,6 +106,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         registry,
         containers,
     );
+    state.proxy.set_device_name(settings.device_name.clone());
+    for app in state.db.external_apps().await? {
+        match crate::web::api_external::backend_of(&app) {
+            Some(backend) => state.proxy.routes.set(backend),
+            None => {
+                tracing::warn!(name = %app.name, target = %app.target, "external app target unreadable")
+            }
+        }
+    }
     let app = router(state);
 
     let tcp = TcpListener::bind(options.listen)

@@ -33,6 +33,13 @@ const MIGRATIONS: &[&str] = &[
         client     TEXT NOT NULL
     ) STRICT;
     CREATE INDEX sessions_by_expiry ON sessions(expires_at);",
+    // 2: names the proxy routes to services on the LAN that are not containers.
+    "CREATE TABLE external_apps (
+        name       TEXT PRIMARY KEY NOT NULL,
+        title      TEXT NOT NULL,
+        target     TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

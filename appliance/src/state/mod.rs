@@ -6,10 +6,12 @@
 //! migrations here. It does not hold secrets other than password hashes.
 
 mod accounts;
+mod external_apps;
 mod migrations;
 mod settings;
 
 pub use accounts::{NewSession, SessionRecord, UserRecord};
+pub use external_apps::ExternalApp;
 pub use settings::{DeviceSettings, SetupRecord};
 
 use std::path::{Path, PathBuf};
@@ -45,6 +47,9 @@ pub enum StateError {
         found: i64,
         known: i64,
     },
+    /// A name is taken.
+    #[error("{0} is already in use")]
+    Taken(String),
     /// The device was already set up when setup was asked for again.
     #[error("the device is already set up")]
     AlreadySetUp,

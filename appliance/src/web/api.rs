@@ -82,7 +82,7 @@ pub async fn setup(
     let device_name = run_setup(&state.db, &state.hasher, &state.zones, request)
         .await
         .map_err(setup_error)?;
-    state.mark_setup_complete();
+    state.mark_setup_complete(&device_name);
     match state.logins.open_session_for(ADMIN_USER, peer.ip()).await {
         Ok(opened) => {
             let body = SetupDone {

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod api_containers;
 pub mod api_error;
+pub mod api_external;
 pub mod api_images;
 mod api_json;
 mod assets;
@@ -52,6 +53,14 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{name}/start", post(api_containers::start))
         .route("/containers/{name}/stop", post(api_containers::stop))
         .route("/containers/{name}/logs", get(api_containers::logs))
+        .route(
+            "/external-apps",
+            get(api_external::list).post(api_external::add),
+        )
+        .route(
+            "/external-apps/{name}",
+            axum::routing::delete(api_external::remove),
+        )
         .route("/openapi.json", get(openapi::serve))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed);
@@ -70,7 +79,13 @@ pub fn router(state: AppState) -> Router {
         .fallback(pages::not_found)
         .layer(middleware::from_fn(session::renew_session_cookie))
         .layer(middleware::from_fn(guard::same_origin))
-        .layer(middleware::from_fn(guard::known_host))
         .layer(middleware::from_fn(guard::security_headers))
+        // App names go to the proxy before any of the supervisor's own
+        // rules (sessions, CSRF, our headers) apply: apps have their own.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::proxy::dispatch,
+        ))
+        .layer(middleware::from_fn(guard::known_host))
         .with_state(state)
 }

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::api_error::{ErrorBody, ErrorDetail};
-use super::{api, api_containers, api_images};
+use super::{api, api_containers, api_external, api_images};
 use crate::setup::SetupRequest;
 use crate::system::{DiskUse, MemoryUse, SystemInfo};
 
@@ -16,13 +16,15 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api::health, api::setup, api::login, api::logout, api::system,
         api_images::list, api_images::pull, api_images::remove, api_images::load,
         api_containers::list, api_containers::run, api_containers::start, api_containers::stop,
-        api_containers::remove, api_containers::logs
+        api_containers::remove, api_containers::logs,
+        api_external::list, api_external::add, api_external::remove
     ),
     components(schemas(
         api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone,
         SetupRequest, SystemInfo, MemoryUse, DiskUse, ErrorBody, ErrorDetail,
         api_images::ImageView, api_images::ImageRequest, api_images::ImageRemoved,
-        api_containers::ContainerView, api_containers::RunRequest
+        api_containers::ContainerView, api_containers::RunRequest,
+        api_external::NewExternalApp, crate::state::ExternalApp
     )),
     modifiers(&Security)
 )]

@@ -10,6 +10,7 @@ use ddaemon_runtime::image_store::ImageStore;
 use ddaemon_runtime::registry::Registry;
 
 use crate::auth::{Logins, PasswordHasher};
+use crate::proxy::Proxy;
 use crate::state::StateDb;
 use crate::system::TimeZones;
 
@@ -25,6 +26,7 @@ pub struct AppState {
     pub images: Arc<ImageStore>,
     pub registry: Registry,
     pub containers: ContainerManager,
+    pub proxy: Proxy,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -50,6 +52,7 @@ impl AppState {
             images,
             registry,
             containers,
+            proxy: Proxy::default(),
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }
@@ -60,7 +63,8 @@ impl AppState {
     }
 
     /// Called once setup has been committed.
-    pub fn mark_setup_complete(&self) {
+    pub fn mark_setup_complete(&self, device_name: &str) {
         self.setup_complete.store(true, Ordering::Release);
+        self.proxy.set_device_name(Some(device_name.to_owned()));
     }
 }

@@ -95,8 +95,8 @@ pub async fn setup_submit(
         password_confirm: form.password_confirm.clone(),
         timezone: form.timezone.clone(),
     };
-    match run_setup(&state.db, &state.hasher, &state.zones, request).await {
-        Ok(_) => {}
+    let device_name = match run_setup(&state.db, &state.hasher, &state.zones, request).await {
+        Ok(name) => name,
         Err(SetupError::Field(err)) => {
             let message = err.message.clone();
             shown.error_field = Some(err.field);
@@ -105,8 +105,8 @@ pub async fn setup_submit(
         }
         Err(SetupError::AlreadySetUp) => return Redirect::to("/login").into_response(),
         Err(SetupError::Internal(cause)) => return ApiError::internal(&cause).into_response(),
-    }
-    state.mark_setup_complete();
+    };
+    state.mark_setup_complete(&device_name);
     match state.logins.open_session_for(ADMIN_USER, peer.ip()).await {
         Ok(opened) => into_dashboard(&opened, peer),
         // Setup is saved; the owner can log in by hand.
