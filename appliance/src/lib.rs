@@ -17,4 +17,5 @@ pub mod serve;
 pub mod setup;
 pub mod state;
 pub mod system;
+pub mod tls;
 pub mod web;

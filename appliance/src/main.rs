@@ -32,6 +32,12 @@ enum Command {
         /// The root-only control socket the CLI uses.
         #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
         socket: PathBuf,
+        /// Address for HTTPS with the device's own CA.
+        #[arg(long, default_value = "0.0.0.0:443", value_name = "ADDR")]
+        listen_tls: SocketAddr,
+        /// Serve no HTTPS.
+        #[arg(long)]
+        no_tls: bool,
         /// The container bridge's address; containers get the rest of its /24.
         #[arg(long, default_value = "10.88.0.1", value_name = "IPV4")]
         bridge_address: std::net::Ipv4Addr,
@@ -190,6 +196,8 @@ fn main() -> anyhow::Result<()> {
             data,
             listen,
             socket,
+            listen_tls,
+            no_tls,
             insecure_registries,
             zoneinfo,
             bridge_address,
@@ -198,6 +206,7 @@ fn main() -> anyhow::Result<()> {
             .block_on(serve(ServeOptions {
                 data_dir: data,
                 listen,
+                listen_tls: (!no_tls).then_some(listen_tls),
                 socket,
                 zoneinfo,
                 insecure_registries,

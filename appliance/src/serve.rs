@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::state::{StateDb, StateError};
 use crate::system::TimeZones;
+use crate::tls::{CaError, DeviceCa};
 use crate::web::peer::{SocketCaller, tag_tcp, tag_unix};
 use crate::web::{AppState, router};
 
@@ -28,6 +29,8 @@ pub struct ServeOptions {
     pub data_dir: PathBuf,
     /// The page and API's TCP address.
     pub listen: SocketAddr,
+    /// The HTTPS address (device CA certificates); `None` serves no HTTPS.
+    pub listen_tls: Option<SocketAddr>,
     /// The root-only Unix socket the CLI uses.
     pub socket: PathBuf,
     /// The tz database.
@@ -46,6 +49,8 @@ pub enum ServeError {
     State(#[from] StateError),
     #[error("cannot open the image store: {0}")]
     Images(StoreError),
+    #[error("device certificate authority: {0}")]
+    Ca(CaError),
     #[error("registry settings: {0}")]
     Registries(String),
     #[error("cannot find the ddaemon binary to run container shims: {0}")]
@@ -97,6 +102,16 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         Ok(_) => {}
         Err(err) => tracing::error!(%err, "cannot check the containers"),
     }
+    let ca = Arc::new(
+        DeviceCa::load_or_create(
+            &options.data_dir.join("ddaemon/ca"),
+            settings
+                .device_name
+                .as_deref()
+                .unwrap_or(crate::system::DEFAULT_DEVICE_NAME),
+        )
+        .map_err(ServeError::Ca)?,
+    );
     let state = AppState::new(
         db,
         zones,
@@ -105,6 +120,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         Arc::new(images),
         registry,
         containers,
+        Arc::clone(&ca),
     );
     state.proxy.set_device_name(settings.device_name.clone());
     for app in state.db.external_apps().await? {
@@ -116,6 +132,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         }
     }
     let app = router(state);
+    let tls_app = app.clone();
 
     let tcp = TcpListener::bind(options.listen)
         .await
@@ -124,6 +141,14 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             source,
         })?;
     let unix = bind_private_socket(&options.socket)?;
+    let tls = match options.listen_tls {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        ),
+        None => None,
+    };
     let local = tcp.local_addr().unwrap_or(options.listen);
     tracing::info!(
         listen = %local,
@@ -152,6 +177,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
 
+    if let Some(tls) = tls {
+        tracing::info!(listen = %tls.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving HTTPS");
+        tokio::spawn(crate::tls::serve_tls(tls, tls_app, ca, stop_rx.clone()));
+    }
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let servers = async { tokio::try_join!(tcp_server.into_future(), unix_server.into_future()) };

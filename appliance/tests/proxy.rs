@@ -145,6 +145,38 @@ async fn external_apps_are_proxied_with_streaming_upgrades_and_a_502_page() {
         .expect("proxied");
     assert_eq!(r.status(), 200, "APP.DEVICE.local works too");
 
+    // Over HTTPS, with the device CA, the app learns the scheme.
+    let ca = d.data().join("ca.pem");
+    std::fs::write(
+        &ca,
+        d.http
+            .get(d.url("/ca.pem"))
+            .send()
+            .await
+            .expect("ca")
+            .bytes()
+            .await
+            .expect("pem"),
+    )
+    .expect("ca");
+    // Async: the backend runs on this test's own runtime.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--cacert"])
+        .arg(&ca)
+        .arg("--resolve")
+        .arg(format!("files.local:{}:127.0.0.1", d.tls_addr.port()))
+        .arg(format!("https://files.local:{}/headers", d.tls_addr.port()))
+        .output()
+        .await
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(seen["x-forwarded-proto"], "https");
+
     // Large bodies both ways.
     let upload = vec![7u8; 24 << 20];
     let r = d

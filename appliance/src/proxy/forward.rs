@@ -77,6 +77,7 @@ impl Proxy {
         mut request: Request,
         backend: &Backend,
         client: Option<IpAddr>,
+        tls: bool,
     ) -> Response {
         let upgrading = wants_upgrade(request.headers());
         let client_side = upgrading.then(|| hyper::upgrade::on(&mut request));
@@ -108,9 +109,10 @@ impl Proxy {
         if let Some(host) = headers.get(header::HOST).cloned() {
             headers.insert(HeaderName::from_static("x-forwarded-host"), host);
         }
+        let proto = if tls { "https" } else { "http" };
         headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("http"),
+            HeaderValue::from_static(proto),
         );
 
         let mut response = match self.client.request(request).await {
@@ -196,6 +198,8 @@ pub async fn dispatch(State(state): State<AppState>, request: Request, next: Nex
     let Some(backend) = state.proxy.backend_for(request.headers()) else {
         return next.run(request).await;
     };
-    let client = request.extensions().get::<Peer>().and_then(Peer::ip);
-    state.proxy.forward(request, &backend, client).await
+    let peer = request.extensions().get::<Peer>().copied();
+    let client = peer.and_then(|p| p.ip());
+    let tls = peer.is_some_and(|p| p.tls());
+    state.proxy.forward(request, &backend, client, tls).await
 }

@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(pages::login_form).post(pages::login_submit))
         .route("/logout", post(pages::logout_submit))
         .route("/assets/{file}", get(assets::serve))
+        .route("/ca.pem", get(ca_certificate))
         .nest("/api/v1", api)
         .fallback(pages::not_found)
         .layer(middleware::from_fn(session::renew_session_cookie))
@@ -88,4 +89,22 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(guard::known_host))
         .with_state(state)
+}
+
+/// `GET /ca.pem`: the device CA's certificate, for owners to trust.
+async fn ca_certificate(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "application/x-pem-file"),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"ddaemon-ca.pem\"",
+            ),
+        ],
+        state.ca.ca_pem().to_owned(),
+    )
+        .into_response()
 }

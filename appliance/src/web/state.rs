@@ -13,6 +13,7 @@ use crate::auth::{Logins, PasswordHasher};
 use crate::proxy::Proxy;
 use crate::state::StateDb;
 use crate::system::TimeZones;
+use crate::tls::DeviceCa;
 
 /// Shared state of the web server; cheap to clone.
 #[derive(Clone, Debug)]
@@ -27,6 +28,8 @@ pub struct AppState {
     pub registry: Registry,
     pub containers: ContainerManager,
     pub proxy: Proxy,
+    /// The device CA, whose certificate the page offers.
+    pub ca: Arc<DeviceCa>,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -40,6 +43,7 @@ impl AppState {
         images: Arc<ImageStore>,
         registry: Registry,
         containers: ContainerManager,
+        ca: Arc<DeviceCa>,
     ) -> Self {
         let hasher = PasswordHasher::default();
         Self {
@@ -53,6 +57,7 @@ impl AppState {
             registry,
             containers,
             proxy: Proxy::default(),
+            ca,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }
@@ -66,5 +71,6 @@ impl AppState {
     pub fn mark_setup_complete(&self, device_name: &str) {
         self.setup_complete.store(true, Ordering::Release);
         self.proxy.set_device_name(Some(device_name.to_owned()));
+        self.ca.set_device_name(device_name);
     }
 }

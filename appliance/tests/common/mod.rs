@@ -17,6 +17,8 @@ pub const PASSWORD: &str = "correct horse battery";
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     pub addr: SocketAddr,
+    /// The HTTPS address.
+    pub tls_addr: SocketAddr,
     child: Option<Child>,
     pub http: reqwest::Client,
     extra_args: Vec<String>,
@@ -51,6 +53,7 @@ impl Daemon {
         let mut daemon = Self {
             dir,
             addr: free_port(),
+            tls_addr: free_port(),
             child: None,
             http: reqwest::Client::new(),
             extra_args,
@@ -72,6 +75,7 @@ impl Daemon {
         let mut daemon = Self {
             dir,
             addr: free_port(),
+            tls_addr: free_port(),
             child: None,
             http,
             extra_args,
@@ -122,6 +126,8 @@ impl Daemon {
             .arg(self.addr.to_string())
             .arg("--socket")
             .arg(self.socket())
+            .arg("--listen-tls")
+            .arg(self.tls_addr.to_string())
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
