@@ -17,7 +17,7 @@ use crate::state::{StateDb, StateError};
 use crate::system::TimeZones;
 use crate::tls::{CaError, DeviceCa};
 use crate::web::peer::{SocketCaller, tag_tcp, tag_unix};
-use crate::web::{AppState, router};
+use crate::web::{AppState, Parts, router};
 
 /// How long open connections get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -117,10 +117,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         zones,
         options.data_dir.clone(),
         settings.setup_complete(),
-        Arc::new(images),
-        registry,
-        containers,
-        Arc::clone(&ca),
+        Parts {
+            images: Arc::new(images),
+            registry,
+            containers,
+            ca: Arc::clone(&ca),
+        },
     );
     state.proxy.set_device_name(settings.device_name.clone());
     for app in state.db.external_apps().await? {

@@ -20,7 +20,7 @@ pub mod peer;
 pub mod session;
 mod state;
 
-pub use state::AppState;
+pub use state::{AppState, Parts};
 
 use axum::Router;
 use axum::middleware;

@@ -33,6 +33,15 @@ pub struct AppState {
     setup_complete: Arc<AtomicBool>,
 }
 
+/// The parts of the device the web server hands requests to.
+#[derive(Debug)]
+pub struct Parts {
+    pub images: Arc<ImageStore>,
+    pub registry: Registry,
+    pub containers: ContainerManager,
+    pub ca: Arc<DeviceCa>,
+}
+
 impl AppState {
     /// State over an open database.
     pub fn new(
@@ -40,11 +49,14 @@ impl AppState {
         zones: TimeZones,
         data_dir: PathBuf,
         setup_complete: bool,
-        images: Arc<ImageStore>,
-        registry: Registry,
-        containers: ContainerManager,
-        ca: Arc<DeviceCa>,
+        parts: Parts,
     ) -> Self {
+        let Parts {
+            images,
+            registry,
+            containers,
+            ca,
+        } = parts;
         let hasher = PasswordHasher::default();
         Self {
             logins: Logins::new(db.clone(), hasher.clone()),
