@@ -9,6 +9,7 @@ use ddaemon_runtime::image_store::{ImageStore, StoreError};
 use ddaemon_runtime::registry::{Registry, RegistrySettings};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -165,6 +166,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // Answers are written whole; Nagle's algorithm would only delay them.
+    let tcp = tcp.tap_io(|stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     let tcp_server = axum::serve(
         tcp,
         app.clone()

@@ -49,7 +49,12 @@ impl Default for Proxy {
     fn default() -> Self {
         Self {
             routes: RouteTable::default(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            client: {
+                // Small requests must not wait for Nagle's algorithm.
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                Client::builder(TokioExecutor::new()).build(connector)
+            },
             device_name: Arc::new(RwLock::new(None)),
         }
     }
