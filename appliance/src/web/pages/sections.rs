@@ -82,6 +82,21 @@ pub async fn system(State(state): State<AppState>, session: PageSession) -> Resp
                 } @else { "unknown" }
             }
         }
+        h2 { "Secure connections (HTTPS)" }
+        p {
+            "The device signs its own certificates for " b { (name) ".local" } " and every app's "
+            b { "NAME.local" } ". Install its certificate once on each computer and phone, then open "
+            b { "https://" (name) ".local" } " without warnings. It is valid only for .local names, so it "
+            "cannot vouch for any site on the internet."
+        }
+        p { a.button href="/ca.pem" download="ddaemon-ca.pem" { "Download the certificate" } }
+        dl.facts {
+            dt { "Windows" } dd { "Open the file, choose Install Certificate, Local Machine, and the store Trusted Root Certification Authorities." }
+            dt { "macOS" } dd { "Open the file in Keychain Access (System keychain), then set it to Always Trust." }
+            dt { "iPhone, iPad" } dd { "Open the file, install the profile in Settings, then turn it on in General, About, Certificate Trust Settings." }
+            dt { "Android" } dd { "Settings, Security, Encryption and credentials, Install a certificate, CA certificate." }
+            dt { "Linux" } dd { "Copy it to /usr/local/share/ca-certificates/ddaemon.crt and run update-ca-certificates; Firefox has its own list under Settings, Certificates." }
+        }
     };
     section(&state, &session, "/system", "System", body).await
 }
