@@ -8,7 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-use support::test_images::{Compress, Layout, busybox_layer};
+use support::test_images::busybox_archive;
 
 fn out(o: &std::process::Output) -> String {
     format!(
@@ -21,19 +21,7 @@ fn out(o: &std::process::Output) -> String {
 #[tokio::test]
 async fn run_logs_restart_the_supervisor_stop_and_remove() {
     let mut d = Daemon::start().await;
-    let layout_dir = d.data().join("layout");
-    let mut layout = Layout::new(&layout_dir);
-    let image = layout.image(
-        "amd64",
-        None,
-        &[(busybox_layer(), Compress::Gzip)],
-        &["/bin/sh"],
-    );
-    layout.tag(&image, "1");
-    let archive = d.data().join("image.tar");
-    let mut tar = tar::Builder::new(std::fs::File::create(&archive).expect("archive"));
-    tar.append_dir_all(".", &layout_dir).expect("tar");
-    tar.finish().expect("tar");
+    let archive = busybox_archive(d.data());
     let o = d.cli(&[
         "image",
         "load",

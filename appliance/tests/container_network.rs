@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Daemon;
-use support::test_images::{Compress, Layout, busybox_layer};
+use support::test_images::busybox_archive;
 
 /// Two namespaces joined by a veth pair, removed when dropped.
 struct TestNet {
@@ -110,19 +110,7 @@ async fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
 async fn bridge_published_ports_nat_and_names_within_an_app() {
     let net = TestNet::new();
     let d = Daemon::start_in_netns(&net.device, vec![]).await;
-    let layout_dir = d.data().join("layout");
-    let mut layout = Layout::new(&layout_dir);
-    let image = layout.image(
-        "amd64",
-        None,
-        &[(busybox_layer(), Compress::Gzip)],
-        &["/bin/sh"],
-    );
-    layout.tag(&image, "1");
-    let archive = d.data().join("image.tar");
-    let mut tar = tar::Builder::new(std::fs::File::create(&archive).expect("archive"));
-    tar.append_dir_all(".", &layout_dir).expect("tar");
-    tar.finish().expect("tar");
+    let archive = busybox_archive(d.data());
     assert!(
         d.cli(&[
             "image",

@@ -12,7 +12,7 @@ use ddaemon_runtime::container_manager::{ContainerManager, NetworkRequest, ShimC
 use ddaemon_runtime::container_status::{ContainerStatus, State};
 use ddaemon_runtime::image_load::load_archive;
 use ddaemon_runtime::image_store::ImageStore;
-use support::test_images::{Compress, Layout, busybox_layer};
+use support::test_images::busybox_archive;
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -22,19 +22,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let layout_dir = dir.path().join("layout");
-    let mut layout = Layout::new(&layout_dir);
-    let image = layout.image(
-        "amd64",
-        None,
-        &[(busybox_layer(), Compress::Gzip)],
-        &["/bin/sh"],
-    );
-    layout.tag(&image, "1");
-    let archive = dir.path().join("image.tar");
-    let mut tar = tar::Builder::new(std::fs::File::create(&archive).expect("archive"));
-    tar.append_dir_all(".", &layout_dir).expect("tar");
-    tar.finish().expect("tar");
+    let archive = busybox_archive(dir.path());
     let store = ImageStore::open(&dir.path().join("images")).expect("store");
     load_archive(&store, &archive, Some("test/busybox"))
         .await

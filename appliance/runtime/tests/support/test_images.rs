@@ -292,3 +292,22 @@ impl<'a> Layout<'a> {
         .expect("index.json");
     }
 }
+
+/// Writes a busybox image tagged `1` as an OCI archive in `dir` (the
+/// layout beside it) and returns the archive's path, for side-loading.
+pub fn busybox_archive(dir: &Path) -> std::path::PathBuf {
+    let layout_dir = dir.join("layout");
+    let mut layout = Layout::new(&layout_dir);
+    let image = layout.image(
+        "amd64",
+        None,
+        &[(busybox_layer(), Compress::Gzip)],
+        &["/bin/sh"],
+    );
+    layout.tag(&image, "1");
+    let archive = dir.join("image.tar");
+    let mut tar = tar::Builder::new(std::fs::File::create(&archive).expect("archive"));
+    tar.append_dir_all(".", &layout_dir).expect("tar");
+    tar.finish().expect("tar");
+    archive
+}
