@@ -38,6 +38,9 @@ enum Command {
         /// Serve no HTTPS.
         #[arg(long)]
         no_tls: bool,
+        /// The app catalog folder.
+        #[arg(long, default_value = "/usr/share/ddaemon/catalog", value_name = "DIR")]
+        catalog: PathBuf,
         /// The container bridge's address; containers get the rest of its /24.
         #[arg(long, default_value = "10.88.0.1", value_name = "IPV4")]
         bridge_address: std::net::Ipv4Addr,
@@ -198,6 +201,7 @@ fn main() -> anyhow::Result<()> {
             socket,
             listen_tls,
             no_tls,
+            catalog,
             insecure_registries,
             zoneinfo,
             bridge_address,
@@ -207,6 +211,7 @@ fn main() -> anyhow::Result<()> {
                 data_dir: data,
                 listen,
                 listen_tls: (!no_tls).then_some(listen_tls),
+                catalog,
                 socket,
                 zoneinfo,
                 insecure_registries,

@@ -36,6 +36,8 @@ pub struct ServeOptions {
     pub socket: PathBuf,
     /// The tz database.
     pub zoneinfo: PathBuf,
+    /// The app catalog folder (`index.toml` and one folder per app).
+    pub catalog: PathBuf,
     /// Registries reached over plain HTTP (host[:port]).
     pub insecure_registries: Vec<String>,
     /// The container bridge's address (its /24 is the containers' subnet);
@@ -103,6 +105,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         Ok(_) => {}
         Err(err) => tracing::error!(%err, "cannot check the containers"),
     }
+    // A broken catalog is logged, not fatal: the device must still serve
+    // its pages and the apps already installed.
+    let catalog = match crate::apps::catalog::load(&options.catalog) {
+        Ok(apps) => apps,
+        Err(err) => {
+            tracing::error!(%err, "the app catalog cannot be read; it will be empty");
+            Vec::new()
+        }
+    };
     let ca = Arc::new(
         DeviceCa::load_or_create(
             &options.data_dir.join("ddaemon/ca"),
@@ -123,6 +134,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             registry,
             containers,
             ca: Arc::clone(&ca),
+            catalog,
         },
     );
     state.proxy.set_device_name(settings.device_name.clone());

@@ -1,6 +1,8 @@
 //! The catalog and Compose import: every catalog manifest validates, images
 //! are pinned references, and real-world Compose files import.
 
+mod common;
+
 use std::path::Path;
 
 use ddaemon::apps::{catalog, compose_import, manifest};
@@ -186,5 +188,39 @@ fn the_cli_imports_a_compose_file() {
         String::from_utf8_lossy(&bad.stderr).contains("id: use lower-case"),
         "{}",
         String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_api_serves_the_catalog_and_its_icons_to_a_session() {
+    let d = common::Daemon::start().await;
+    let session = d.set_up().await;
+    let r = d
+        .http
+        .get(d.url("/api/v1/catalog"))
+        .send()
+        .await
+        .expect("catalog");
+    assert_eq!(r.status(), 401, "the catalog needs a session");
+    let entries: Vec<serde_json::Value> = d
+        .get_as("/api/v1/catalog", &session.header())
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(entries[0]["id"], "jellyfin", "the index's order");
+    assert!(entries.len() >= 8);
+    let ghost = entries.iter().find(|e| e["id"] == "ghost").expect("ghost");
+    assert_eq!(ghost["services"], 2);
+    let icon = d
+        .get_as(ghost["icon"].as_str().expect("icon url"), &session.header())
+        .await;
+    assert_eq!(icon.headers()["content-type"], "image/svg+xml");
+    assert!(icon.text().await.expect("svg").starts_with("<svg"));
+    assert_eq!(
+        d.get_as("/api/v1/catalog/nope/icon.svg", &session.header())
+            .await
+            .status(),
+        404
     );
 }

@@ -6,6 +6,7 @@
 //! for apps (`APPNAME.local`) will be its own module beside this one.
 
 pub mod api;
+pub mod api_catalog;
 pub mod api_containers;
 pub mod api_error;
 pub mod api_external;
@@ -53,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{name}/start", post(api_containers::start))
         .route("/containers/{name}/stop", post(api_containers::stop))
         .route("/containers/{name}/logs", get(api_containers::logs))
+        .route("/catalog", get(api_catalog::list))
+        .route("/catalog/{id}/icon.svg", get(api_catalog::icon))
         .route(
             "/external-apps",
             get(api_external::list).post(api_external::add),

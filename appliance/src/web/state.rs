@@ -9,6 +9,7 @@ use ddaemon_runtime::container_manager::ContainerManager;
 use ddaemon_runtime::image_store::ImageStore;
 use ddaemon_runtime::registry::Registry;
 
+use crate::apps::catalog::CatalogApp;
 use crate::auth::{Logins, PasswordHasher};
 use crate::proxy::Proxy;
 use crate::state::StateDb;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub proxy: Proxy,
     /// The device CA, whose certificate the page offers.
     pub ca: Arc<DeviceCa>,
+    /// The apps the device can install.
+    pub catalog: Arc<Vec<CatalogApp>>,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -40,6 +43,7 @@ pub struct Parts {
     pub registry: Registry,
     pub containers: ContainerManager,
     pub ca: Arc<DeviceCa>,
+    pub catalog: Vec<CatalogApp>,
 }
 
 impl AppState {
@@ -56,6 +60,7 @@ impl AppState {
             registry,
             containers,
             ca,
+            catalog,
         } = parts;
         let hasher = PasswordHasher::default();
         Self {
@@ -70,6 +75,7 @@ impl AppState {
             containers,
             proxy: Proxy::default(),
             ca,
+            catalog: Arc::new(catalog),
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }

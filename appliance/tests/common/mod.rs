@@ -128,6 +128,8 @@ impl Daemon {
             .arg(self.socket())
             .arg("--listen-tls")
             .arg(self.tls_addr.to_string())
+            .arg("--catalog")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/catalog"))
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
