@@ -18,7 +18,7 @@ use crate::container_paths::ContainerPaths;
 use crate::container_shim::unmount_rootfs;
 use crate::container_status::{ContainerStatus, State};
 use crate::fs_atomic::write_atomic;
-use crate::network::{Network, NetworkError, PublishedPort};
+use crate::network::{Network, NetworkError, PublishedPort, hosts_file};
 
 /// The host's name servers a container can use (not the loopback ones,
 /// which mean nothing inside the container's own namespace).
@@ -178,24 +178,14 @@ impl ContainerManager {
         let Some(network) = &self.network else {
             return Ok(());
         };
-        for info in self.list()? {
-            let lease = network.lease(&info.id)?;
-            if lease.and_then(|l| l.app).as_deref() != Some(app) {
-                continue;
-            }
-            let mut def = self.def(&info.id)?;
-            def.network.hosts = network.hosts_for(&info.id)?;
+        for (id, peers) in network.app_hosts(app)? {
+            let Ok(mut def) = self.def(&id) else { continue };
+            def.network.hosts = peers;
             self.write_def(&def)?;
-            let hosts_file = self.paths(&info.id)?.hosts();
-            if hosts_file.exists() {
-                let mut text = String::from(
-                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-                );
-                for line in &def.network.hosts {
-                    text.push_str(line);
-                    text.push('\n');
-                }
-                std::fs::write(&hosts_file, text).map_err(io_err(&hosts_file))?;
+            let hosts_path = self.paths(&id)?.hosts();
+            if hosts_path.exists() {
+                std::fs::write(&hosts_path, hosts_file(&def.network.hosts))
+                    .map_err(io_err(&hosts_path))?;
             }
         }
         Ok(())
@@ -347,18 +337,25 @@ impl ContainerManager {
             let Some(id) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };
-            let Ok(def) = self.def(&id) else { continue };
-            let paths = ContainerPaths::new(&entry.path());
-            let status = ContainerStatus::read(&paths.status()).ok();
-            out.push(ContainerInfo {
-                shim_alive: self.shim_alive(&paths, status.as_ref()),
-                id,
-                image: def.image,
-                status,
-            });
+            if let Ok(info) = self.info(&id) {
+                out.push(info);
+            }
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    /// One container, as `list` shows it.
+    pub fn info(&self, id: &str) -> Result<ContainerInfo, ContainerError> {
+        let def = self.def(id)?;
+        let paths = self.paths(id)?;
+        let status = ContainerStatus::read(&paths.status()).ok();
+        Ok(ContainerInfo {
+            shim_alive: self.shim_alive(&paths, status.as_ref()),
+            id: def.id,
+            image: def.image,
+            status,
+        })
     }
 
     /// The last `max_bytes` of a container's output.

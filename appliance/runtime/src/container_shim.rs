@@ -26,12 +26,14 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::clock::now_unix;
 use crate::container_def::{ContainerDef, RestartPolicy};
 use crate::container_log::{DEFAULT_MAX_BYTES, RotatingLog};
 use crate::container_paths::ContainerPaths;
 use crate::container_spec::build_spec;
 use crate::container_status::{ContainerStatus, State};
 use crate::fs_atomic::write_atomic;
+use crate::network::hosts_file;
 
 /// A run that lasted this long resets the backoff.
 const STABLE_RUN: Duration = Duration::from_secs(10);
@@ -222,15 +224,7 @@ impl Shim {
             Some(options.as_str()),
         )
         .map_err(|e| format!("cannot mount the root filesystem (overlay): {e}"))?;
-        let mut hosts = String::from(
-            "127.0.0.1	localhost
-::1	localhost ip6-localhost ip6-loopback
-",
-        );
-        for line in &self.def.network.hosts {
-            hosts.push_str(line);
-            hosts.push('\n');
-        }
+        let hosts = hosts_file(&self.def.network.hosts);
         write_atomic(&self.paths.hosts(), hosts.as_bytes()).map_err(|e| e.to_string())?;
         let resolv: String = self
             .def
@@ -448,13 +442,6 @@ pub fn unmount_rootfs(paths: &ContainerPaths) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(err) => tracing::warn!(%err, "cannot unmount the root filesystem"),
     }
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Runs a prepared OCI bundle once, the way `crun run` does: create,

@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::blob_store::{BlobError, BlobStore};
+use crate::clock::now_unix;
 use crate::digest::Digest;
 use crate::fs_atomic::{sync_dir, write_atomic};
 use crate::image_ref::{BadImageRef, ImageRef};
@@ -381,11 +382,4 @@ impl ImageStore {
     pub(crate) async fn lock_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.changes.lock().await
     }
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

@@ -14,6 +14,7 @@
 //! the single-threaded shim process.
 
 pub mod blob_store;
+pub mod clock;
 pub mod command;
 pub mod container_def;
 pub mod container_log;

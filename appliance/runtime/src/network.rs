@@ -21,6 +21,30 @@ use crate::fs_atomic::write_atomic;
 const BRIDGE: &str = "ddaemon0";
 const TIMEOUT: Duration = Duration::from_secs(20);
 
+/// A container's whole `/etc/hosts`: loopback, then `peers`.
+pub fn hosts_file(peers: &[String]) -> String {
+    let mut text =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for line in peers {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+/// The other containers of `id`'s app, as hosts lines.
+fn peer_lines(state: &State, id: &str) -> Vec<String> {
+    let Some(app) = state.leases.get(id).and_then(|l| l.app.as_deref()) else {
+        return Vec::new();
+    };
+    state
+        .leases
+        .iter()
+        .filter(|(other, lease)| *other != id && lease.app.as_deref() == Some(app))
+        .map(|(other, lease)| format!("{}\t{other}", lease.address))
+        .collect()
+}
+
 /// A port of the device forwarded to a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedPort {
@@ -153,15 +177,18 @@ impl Network {
 
     /// `/etc/hosts` lines for a container: the other containers of its app.
     pub fn hosts_for(&self, id: &str) -> Result<Vec<String>, NetworkError> {
+        Ok(peer_lines(&self.read_state()?, id))
+    }
+
+    /// The `/etc/hosts` lines of every container of `app`, from one read
+    /// of the leases.
+    pub fn app_hosts(&self, app: &str) -> Result<Vec<(String, Vec<String>)>, NetworkError> {
         let state = self.read_state()?;
-        let Some(app) = state.leases.get(id).and_then(|l| l.app.clone()) else {
-            return Ok(Vec::new());
-        };
         Ok(state
             .leases
             .iter()
-            .filter(|(other, lease)| *other != id && lease.app.as_deref() == Some(&app))
-            .map(|(other, lease)| format!("{}\t{other}", lease.address))
+            .filter(|(_, lease)| lease.app.as_deref() == Some(app))
+            .map(|(id, _)| (id.clone(), peer_lines(&state, id)))
             .collect())
     }
 

@@ -141,9 +141,4 @@ fn create_private_dir(dir: &Path) -> Result<(), StateError> {
 }
 
 /// Seconds since the Unix epoch, the unit every timestamp in the database uses.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use ddaemon_runtime::clock::now_unix;

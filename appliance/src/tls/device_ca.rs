@@ -86,7 +86,9 @@ impl DeviceCa {
             let (ca_pem, key_pem) = (cert.pem(), key.serialize_pem());
             // The key first, private from its first byte; the certificate
             // last, so a crash between leaves no certificate without a key.
-            write_private(&key_path, key_pem.as_bytes()).map_err(io(&key_path))?;
+            // write_atomic's temporary file is created 0600, before any byte.
+            ddaemon_runtime::fs_atomic::write_atomic(&key_path, key_pem.as_bytes())
+                .map_err(io(&key_path))?;
             ddaemon_runtime::fs_atomic::write_atomic(&cert_path, ca_pem.as_bytes())
                 .map_err(io(&cert_path))?;
             tracing::info!(path = %cert_path.display(), "device certificate authority created");
@@ -184,23 +186,4 @@ fn time_now() -> time::OffsetDateTime {
 fn rustls_pemfile_der(pem: &str) -> Result<CertificateDer<'static>, CaError> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem.as_bytes()).map_err(cert_err)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        ddaemon_runtime::fs_atomic::sync_dir(dir)?;
-    }
-    Ok(())
 }

@@ -131,14 +131,7 @@ fn lookup_error(err: ContainerError) -> ApiError {
 }
 
 async fn view(state: &AppState, name: &str) -> Result<ContainerView, ApiError> {
-    let info = state
-        .containers
-        .list()
-        .map_err(container_error)?
-        .into_iter()
-        .find(|c| c.id == name)
-        .ok_or_else(|| container_error(ContainerError::NotFound(name.to_owned())))?;
-    Ok(info.into())
+    Ok(state.containers.info(name).map_err(container_error)?.into())
 }
 
 /// The containers on the device.

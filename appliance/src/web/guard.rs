@@ -12,14 +12,13 @@ use super::api_error::ApiError;
 /// other name means a page elsewhere pointed its own DNS name at the device
 /// (DNS rebinding) to read it or set it up; such requests get 421.
 pub async fn known_host(request: Request, next: Next) -> Response {
-    let host = request
+    let foreign = request
         .headers()
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
+        .filter(|host| !host_is_local(host))
         .map(str::to_owned);
-    if let Some(host) = host
-        && !host_is_local(&host)
-    {
+    if let Some(host) = foreign {
         return ApiError::new(
             axum::http::StatusCode::MISDIRECTED_REQUEST,
             "unknown_host",
@@ -32,18 +31,10 @@ pub async fn known_host(request: Request, next: Next) -> Response {
 
 /// Whether a Host header names the device the way the home network does.
 pub fn host_is_local(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        // [v6]:port
-        return rest
-            .split(']')
-            .next()
-            .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok());
-    } else {
-        host.rsplit_once(':')
-            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
-            .map_or(host, |(name, _)| name)
-    };
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let name = crate::proxy::host_name(host);
+    if host.starts_with('[') {
+        return name.parse::<std::net::Ipv6Addr>().is_ok();
+    }
     name.parse::<std::net::Ipv4Addr>().is_ok()
         || name == "localhost"
         || (!name.is_empty() && !name.contains('.'))
