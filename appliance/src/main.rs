@@ -1,7 +1,7 @@
 //! `ddaemon`: the supervisor daemon and its command line.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -62,8 +62,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Apps: import a Compose file as an app manifest.
+    /// Apps: install, list, start, stop, restart, update, remove, logs;
+    /// import a Compose file as an app manifest.
     App {
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+        socket: PathBuf,
         #[command(subcommand)]
         action: AppAction,
     },
@@ -115,6 +118,52 @@ enum ImageAction {
 
 #[derive(Debug, Subcommand)]
 enum AppAction {
+    /// Install an app of the catalog, or one from a manifest file.
+    Install {
+        /// The app's id in the catalog.
+        #[arg(required_unless_present = "manifest", conflicts_with = "manifest")]
+        id: Option<String>,
+        /// An app.toml (e.g. written by `ddaemon app import`).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Return once the install is recorded instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List the installed apps.
+    Ls,
+    /// Start a stopped app.
+    Start { id: String },
+    /// Stop an app (it stays stopped until started).
+    Stop { id: String },
+    /// Stop and start an app.
+    Restart { id: String },
+    /// Update an app to the catalog's version, or to a manifest file's.
+    Update {
+        id: String,
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Remove an app; its data stays unless --purge.
+    Remove {
+        id: String,
+        /// Also delete the app's data. It cannot be undone.
+        #[arg(long)]
+        purge: bool,
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Print the end of an app's output.
+    Logs {
+        id: String,
+        /// Which service (the web service by default).
+        #[arg(long)]
+        service: Option<String>,
+        #[arg(long, default_value_t = 64 * 1024)]
+        bytes: u64,
+    },
     /// Turn a Compose file into an app manifest (printed, or written with --out).
     Import {
         /// The compose.yml to read.
@@ -227,34 +276,128 @@ fn main() -> anyhow::Result<()> {
         Command::Container { socket, action } => {
             runtime.block_on(container(&ApiClient::new(&socket), action))
         }
-        Command::App { action } => app(action),
+        Command::App {
+            action: AppAction::Import { file, id, out },
+            ..
+        } => import(&file, &id, out.as_deref()),
+        Command::App { socket, action } => runtime.block_on(app(&ApiClient::new(&socket), action)),
         Command::Shim { .. } | Command::RunBundle { .. } => Ok(()),
     }
 }
 
-fn app(action: AppAction) -> anyhow::Result<()> {
+fn import(file: &Path, id: &str, out: Option<&Path>) -> anyhow::Result<()> {
+    let yaml =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let imported = ddaemon::apps::compose_import::import(&yaml, id)
+        .with_context(|| format!("cannot import {}", file.display()))?;
+    for note in &imported.notes {
+        eprintln!("note: {note}");
+    }
+    let text = toml::to_string_pretty(&imported.manifest).context("cannot write the manifest")?;
+    match out {
+        Some(path) => {
+            ddaemon_runtime::fs_atomic::write_atomic(path, text.as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn read_manifest(path: Option<&Path>) -> anyhow::Result<Option<String>> {
+    path.map(|p| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()
+}
+
+async fn app(client: &ApiClient, action: AppAction) -> anyhow::Result<()> {
+    use ddaemon::cli::apps::{self, Outcome};
+    let ready = |outcome: Outcome| match outcome {
+        Outcome::Ready(a) => println!(
+            "{} {} is running: {} (also port {} of the device)",
+            a.title, a.version, a.url, a.port
+        ),
+        Outcome::Gone => println!("gone"),
+    };
     match action {
-        AppAction::Import { file, id, out } => {
-            let yaml = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
-            let imported = ddaemon::apps::compose_import::import(&yaml, &id)
-                .with_context(|| format!("cannot import {}", file.display()))?;
-            for note in &imported.notes {
-                eprintln!("note: {note}");
+        AppAction::Import { .. } => unreachable!("handled without a supervisor"),
+        AppAction::Install {
+            id,
+            manifest,
+            no_wait,
+        } => {
+            let request =
+                serde_json::json!({ "id": id, "manifest": read_manifest(manifest.as_deref())? });
+            let a = apps::install(client, &request)
+                .await
+                .context("the install was refused")?;
+            eprintln!("installing {} {} (port {})", a.title, a.version, a.port);
+            if !no_wait {
+                ready(
+                    apps::follow(client, &a.id)
+                        .await
+                        .with_context(|| format!("installing {} failed", a.id))?,
+                );
             }
-            let text =
-                toml::to_string_pretty(&imported.manifest).context("cannot write the manifest")?;
-            match out {
-                Some(path) => {
-                    ddaemon_runtime::fs_atomic::write_atomic(&path, text.as_bytes())
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                    eprintln!("wrote {}", path.display());
+        }
+        AppAction::Ls => print!(
+            "{}",
+            apps::list(client).await.context("listing apps failed")?
+        ),
+        AppAction::Start { id } => println!("{}", app_action(client, &id, "start").await?),
+        AppAction::Stop { id } => println!("{}", app_action(client, &id, "stop").await?),
+        AppAction::Restart { id } => println!("{}", app_action(client, &id, "restart").await?),
+        AppAction::Update {
+            id,
+            manifest,
+            no_wait,
+        } => {
+            let a = apps::update(client, &id, read_manifest(manifest.as_deref())?)
+                .await
+                .context("the update was refused")?;
+            eprintln!("updating {} to {}", a.id, a.version);
+            if !no_wait {
+                ready(
+                    apps::follow(client, &id)
+                        .await
+                        .with_context(|| format!("updating {id} failed"))?,
+                );
+            }
+        }
+        AppAction::Remove { id, purge, no_wait } => {
+            apps::remove(client, &id, purge)
+                .await
+                .with_context(|| format!("removing {id} was refused"))?;
+            if !no_wait {
+                apps::follow(client, &id)
+                    .await
+                    .with_context(|| format!("removing {id} failed"))?;
+            }
+            println!(
+                "removed {id}{}",
+                if purge {
+                    " and its data"
+                } else {
+                    " (its data is kept)"
                 }
-                None => print!("{text}"),
-            }
+            );
+        }
+        AppAction::Logs { id, service, bytes } => {
+            let out = apps::logs(client, &id, service.as_deref(), bytes)
+                .await
+                .with_context(|| format!("reading the logs of {id} failed"))?;
+            use std::io::Write as _;
+            std::io::stdout().write_all(&out)?;
         }
     }
     Ok(())
+}
+
+async fn app_action(client: &ApiClient, id: &str, action: &str) -> anyhow::Result<String> {
+    let a = ddaemon::cli::apps::action(client, id, action)
+        .await
+        .with_context(|| format!("{action} {id} failed"))?;
+    Ok(format!("{} {}", a.id, a.state))
 }
 
 async fn container(client: &ApiClient, action: ContainerAction) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::apps::lifecycle::AppManager;
 use crate::state::{StateDb, StateError};
 use crate::system::TimeZones;
 use crate::tls::{CaError, DeviceCa};
@@ -124,17 +125,29 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         )
         .map_err(ServeError::Ca)?,
     );
+    let proxy = crate::proxy::Proxy::default();
+    let images = Arc::new(images);
+    let apps = AppManager::new(
+        db.clone(),
+        Arc::clone(&images),
+        registry.clone(),
+        containers.clone(),
+        proxy.routes.clone(),
+        &options.data_dir,
+    );
     let state = AppState::new(
         db,
         zones,
         options.data_dir.clone(),
         settings.setup_complete(),
         Parts {
-            images: Arc::new(images),
+            images,
             registry,
             containers,
             ca: Arc::clone(&ca),
             catalog,
+            proxy,
+            apps: apps.clone(),
         },
     );
     state.proxy.set_device_name(settings.device_name.clone());
@@ -145,6 +158,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 tracing::warn!(name = %app.name, target = %app.target, "external app target unreadable")
             }
         }
+    }
+    if let Err(err) = apps.recover().await {
+        tracing::error!(%err, "cannot check the installed apps");
     }
     let app = router(state);
     let tls_app = app.clone();

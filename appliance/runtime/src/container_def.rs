@@ -102,6 +102,10 @@ pub struct ContainerDef {
     pub stop_timeout_secs: u64,
     #[serde(default)]
     pub network: NetworkAttachment,
+    /// Capabilities added to Docker's default set (`NET_ADMIN`, without
+    /// the `CAP_` prefix); the caller decides which are allowed.
+    #[serde(default)]
+    pub extra_capabilities: Vec<String>,
 }
 
 fn default_stop_timeout() -> u64 {
@@ -146,6 +150,7 @@ impl ContainerDef {
             restart: RestartPolicy::No,
             stop_timeout_secs: default_stop_timeout(),
             network: NetworkAttachment::default(),
+            extra_capabilities: Vec::new(),
         }
     }
 }

@@ -311,8 +311,22 @@ impl ContainerManager {
 
     /// Stops and deletes a container and its writable layer.
     pub async fn remove(&self, id: &str) -> Result<(), ContainerError> {
-        let paths = self.existing(id)?;
-        self.stop(id).await?;
+        self.existing(id)?;
+        self.remove_leftovers(id).await
+    }
+
+    /// Deletes whatever exists of a container — shim, mounts, address,
+    /// folder — even one a crash left half-created or half-removed.
+    /// Removing what is not there is not an error.
+    pub async fn remove_leftovers(&self, id: &str) -> Result<(), ContainerError> {
+        let paths = self.paths(id)?;
+        if paths.def().exists() {
+            self.stop(id).await?;
+        } else if let Ok(status) = ContainerStatus::read(&paths.status())
+            && self.shim_alive(&paths, Some(&status))
+        {
+            let _ = kill(Pid::from_raw(status.shim_pid), Signal::SIGKILL);
+        }
         unmount_rootfs(&paths);
         let app = match &self.network {
             Some(network) => {
@@ -322,11 +336,34 @@ impl ContainerManager {
             }
             None => None,
         };
-        std::fs::remove_dir_all(paths.root()).map_err(io_err(paths.root()))?;
+        match std::fs::remove_dir_all(paths.root()) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(paths.root())(e)),
+        }
         if let Some(app) = app {
             self.refresh_app_hosts(&app).await?;
         }
         Ok(())
+    }
+
+    /// The names of every container, including ones a crash left without a
+    /// definition (a folder or an address only).
+    pub fn all_ids(&self) -> Result<Vec<String>, ContainerError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(&self.root).map_err(io_err(&self.root))? {
+            let entry = entry.map_err(io_err(&self.root))?;
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+                && let Some(id) = entry.file_name().to_str()
+                && check_id(id).is_ok()
+            {
+                ids.insert(id.to_owned());
+            }
+        }
+        if let Some(network) = &self.network {
+            ids.extend(network.leased_ids()?);
+        }
+        Ok(ids.into_iter().collect())
     }
 
     /// Every container.

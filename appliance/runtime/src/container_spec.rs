@@ -142,7 +142,16 @@ fn spec_json(def: &ContainerDef, paths: &ContainerPaths) -> Result<Value, SpecEr
         .unwrap_or_default();
     let (uid, gid) = resolve_user(&paths.rootfs(), &user_text)?;
 
-    let caps = DEFAULT_CAPABILITIES.to_vec();
+    let mut caps: Vec<String> = DEFAULT_CAPABILITIES
+        .iter()
+        .map(|c| (*c).to_owned())
+        .collect();
+    for extra in &def.extra_capabilities {
+        let name = format!("CAP_{}", extra.trim_start_matches("CAP_"));
+        if !caps.contains(&name) {
+            caps.push(name);
+        }
+    }
     // Docker's 1048576 open files, but never above what this host allows
     // (raising a hard limit past the shim's own is refused).
     let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile)

@@ -41,8 +41,33 @@ fn peer_lines(state: &State, id: &str) -> Vec<String> {
         .leases
         .iter()
         .filter(|(other, lease)| *other != id && lease.app.as_deref() == Some(app))
-        .map(|(other, lease)| format!("{}\t{other}", lease.address))
+        .map(|(other, lease)| {
+            // An app's containers are named APP.SERVICE; its services know
+            // each other by SERVICE, as in Compose.
+            match other.strip_prefix(app).and_then(|s| s.strip_prefix('.')) {
+                Some(service) => format!("{}\t{other} {service}", lease.address),
+                None => format!("{}\t{other}", lease.address),
+            }
+        })
         .collect()
+}
+
+/// `tcp` or `udp`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    fn nft(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
 }
 
 /// A port of the device forwarded to a container.
@@ -50,6 +75,9 @@ fn peer_lines(state: &State, id: &str) -> Vec<String> {
 pub struct PublishedPort {
     pub host_port: u16,
     pub container_port: u16,
+    /// Leases written before UDP existed are TCP.
+    #[serde(default)]
+    pub protocol: Protocol,
 }
 
 impl std::str::FromStr for PublishedPort {
@@ -62,6 +90,7 @@ impl std::str::FromStr for PublishedPort {
                 (Some(host_port), Some(container_port)) => Ok(Self {
                     host_port,
                     container_port,
+                    protocol: Protocol::Tcp,
                 }),
                 _ => Err(format!(
                     "{s:?} is not HOST:CONTAINER with two ports from 1 to 65535"
@@ -170,6 +199,11 @@ impl Network {
         })
     }
 
+    /// Every container with an address.
+    pub fn leased_ids(&self) -> Result<Vec<String>, NetworkError> {
+        Ok(self.read_state()?.leases.into_keys().collect())
+    }
+
     /// The lease of a container, if it has one.
     pub fn lease(&self, id: &str) -> Result<Option<Lease>, NetworkError> {
         Ok(self.read_state()?.leases.get(id).cloned())
@@ -203,7 +237,10 @@ impl Network {
         let mut state = self.read_state()?;
         for port in &ports {
             if let Some((other, _)) = state.leases.iter().find(|(other, l)| {
-                *other != id && l.ports.iter().any(|p| p.host_port == port.host_port)
+                *other != id
+                    && l.ports
+                        .iter()
+                        .any(|p| p.host_port == port.host_port && p.protocol == port.protocol)
             }) {
                 return Err(NetworkError::PortTaken(port.host_port, other.clone()));
             }
@@ -348,8 +385,11 @@ impl Network {
         for lease in state.leases.values() {
             for port in &lease.ports {
                 dnat.push_str(&format!(
-                    "    tcp dport {} dnat to {}:{}\n",
-                    port.host_port, lease.address, port.container_port
+                    "    {} dport {} dnat to {}:{}\n",
+                    port.protocol.nft(),
+                    port.host_port,
+                    lease.address,
+                    port.container_port
                 ));
             }
         }
@@ -385,7 +425,8 @@ mod tests {
             "8080:80".parse(),
             Ok(PublishedPort {
                 host_port: 8080,
-                container_port: 80
+                container_port: 80,
+                protocol: Protocol::Tcp,
             })
         );
         for bad in ["80", "0:80", "70000:80", "a:b", ":80"] {

@@ -229,6 +229,8 @@ pub fn import(yaml: &str, id: &str) -> Result<Imported, ImportError> {
             depends_on,
             health: None,
             user: body.get("user").and_then(as_str),
+            capabilities: Vec::new(),
+            expose: Vec::new(),
         });
     }
     // A dependency on a service without a health check waits for it to start.
@@ -265,6 +267,7 @@ pub fn import(yaml: &str, id: &str) -> Result<Imported, ImportError> {
         upstream: String::new(),
         architectures: vec!["amd64".into(), "arm64".into()],
         min_memory_mib: None,
+        start_timeout_secs: None,
         web: WebEntry {
             service: web_service,
             port: web_port,

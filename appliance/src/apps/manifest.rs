@@ -44,6 +44,10 @@ pub struct Manifest {
     pub architectures: Vec<String>,
     #[serde(default)]
     pub min_memory_mib: Option<u32>,
+    /// How long the app may take to answer after its containers start
+    /// before an install fails or an update rolls back (default 300).
+    #[serde(default)]
+    pub start_timeout_secs: Option<u32>,
     /// Which service serves the web page, on which port.
     pub web: WebEntry,
     /// Secrets generated on the device at install, referenced from env as
@@ -105,7 +109,30 @@ pub struct Service {
     pub health: Option<HealthCheck>,
     #[serde(default)]
     pub user: Option<String>,
+    /// Capabilities beyond Docker's default set, from [`EXTRA_CAPABILITIES`]
+    /// (a VPN needs `NET_ADMIN`).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Ports opened on the device itself, the same number outside and in,
+    /// for what is not HTTP (a VPN's UDP port, BitTorrent's peer port).
+    #[serde(default)]
+    pub expose: Vec<Exposed>,
 }
+
+/// Capabilities a manifest may add; anything that would let a container
+/// take the device over (SYS_ADMIN, SYS_MODULE, ...) is not among them.
+pub const EXTRA_CAPABILITIES: [&str; 3] = ["NET_ADMIN", "NET_RAW", "SYS_NICE"];
+
+/// A port of the device forwarded to a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exposed {
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+}
+
+pub use ddaemon_runtime::network::Protocol;
 
 /// A folder under `DATA/apps/<id>/` mounted into a service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +279,14 @@ pub fn validate(m: &Manifest) -> Vec<Problem> {
             "give the project's https:// address, or leave it empty".into(),
         );
     }
+    if m.start_timeout_secs
+        .is_some_and(|t| !(5..=3600).contains(&t))
+    {
+        bad(
+            "start_timeout_secs".into(),
+            "give 5 to 3600 seconds, or leave it out for 300".into(),
+        );
+    }
     if m.architectures.is_empty() {
         bad(
             "architectures".into(),
@@ -386,6 +421,25 @@ pub fn validate(m: &Manifest) -> Vec<Problem> {
                         "{:?} has no health check; give it one or wait for \"started\"",
                         d.service
                     ),
+                );
+            }
+        }
+        for (j, cap) in s.capabilities.iter().enumerate() {
+            if !EXTRA_CAPABILITIES.contains(&cap.as_str()) {
+                bad(
+                    at(&format!("capabilities[{j}]")),
+                    format!(
+                        "{cap:?} cannot be granted to an app; use one of {}",
+                        EXTRA_CAPABILITIES.join(", ")
+                    ),
+                );
+            }
+        }
+        for (j, e) in s.expose.iter().enumerate() {
+            if e.port < 1024 && e.port != 53 {
+                bad(
+                    at(&format!("expose[{j}].port")),
+                    "ports below 1024 belong to the device (80 and 443 are its proxy); use 1024 or above".into(),
                 );
             }
         }

@@ -5,4 +5,7 @@
 
 pub mod catalog;
 pub mod compose_import;
+pub mod health;
+pub mod lifecycle;
 pub mod manifest;
+pub mod secrets;

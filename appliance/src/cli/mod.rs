@@ -2,6 +2,7 @@
 //! socket, through the same JSON API the page uses.
 
 mod api_client;
+pub mod apps;
 pub mod containers;
 pub mod images;
 mod status;

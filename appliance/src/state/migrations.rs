@@ -40,6 +40,20 @@ const MIGRATIONS: &[&str] = &[
         target     TEXT NOT NULL,
         created_at INTEGER NOT NULL
     ) STRICT;",
+    // 3: installed apps and where each stands in its install, update or removal.
+    "CREATE TABLE apps (
+        id                TEXT PRIMARY KEY NOT NULL,
+        manifest          TEXT NOT NULL,
+        previous_manifest TEXT,
+        phase             TEXT NOT NULL CHECK (phase IN ('installing', 'installed', 'updating', 'removing')),
+        step              TEXT NOT NULL,
+        running           INTEGER NOT NULL,
+        port              INTEGER NOT NULL UNIQUE,
+        purge             INTEGER NOT NULL DEFAULT 0,
+        error             TEXT,
+        installed_at      INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

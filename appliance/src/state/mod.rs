@@ -2,15 +2,18 @@
 //!
 //! It owns the connection, its durability settings and the schema migrations;
 //! the tables' meaning lives with the modules that use them (`settings`,
-//! `accounts`). Apps, shares and backups add their tables through new
-//! migrations here. It does not hold secrets other than password hashes.
+//! `accounts`, `apps`). Apps, shares and backups add their tables through new
+//! migrations here. It does not hold secrets other than password hashes (an app's
+//! generated secrets live with its data, under `DATA/apps/<id>/`).
 
 mod accounts;
+mod apps;
 mod external_apps;
 mod migrations;
 mod settings;
 
 pub use accounts::{NewSession, SessionRecord, UserRecord};
+pub use apps::{AppPhase, AppRecord, AppStep};
 pub use external_apps::ExternalApp;
 pub use settings::{DeviceSettings, SetupRecord};
 

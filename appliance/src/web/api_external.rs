@@ -84,6 +84,20 @@ pub async fn add(
             "that is the device's own name; pick another",
         )));
     }
+    if state
+        .apps
+        .get(&name)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .is_some()
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "name_taken",
+            format!("{name}.local is an installed app's name; pick another name"),
+        )
+        .with_field("name"));
+    }
     let addr: SocketAddr = request.target.trim().parse().map_err(|_| {
         ApiError::invalid(FieldError::new(
             "target",

@@ -6,6 +6,7 @@
 //! for apps (`APPNAME.local`) will be its own module beside this one.
 
 pub mod api;
+pub mod api_apps;
 pub mod api_catalog;
 pub mod api_containers;
 pub mod api_error;
@@ -54,6 +55,13 @@ pub fn router(state: AppState) -> Router {
         .route("/containers/{name}/start", post(api_containers::start))
         .route("/containers/{name}/stop", post(api_containers::stop))
         .route("/containers/{name}/logs", get(api_containers::logs))
+        .route("/apps", get(api_apps::list).post(api_apps::install))
+        .route("/apps/{id}", get(api_apps::get).delete(api_apps::remove))
+        .route("/apps/{id}/start", post(api_apps::start))
+        .route("/apps/{id}/stop", post(api_apps::stop))
+        .route("/apps/{id}/restart", post(api_apps::restart))
+        .route("/apps/{id}/update", post(api_apps::update))
+        .route("/apps/{id}/logs", get(api_apps::logs))
         .route("/catalog", get(api_catalog::list))
         .route("/catalog/{id}/icon.svg", get(api_catalog::icon))
         .route(

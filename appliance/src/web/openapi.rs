@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::api_error::{ErrorBody, ErrorDetail};
-use super::{api, api_catalog, api_containers, api_external, api_images};
+use super::{api, api_apps, api_catalog, api_containers, api_external, api_images};
 use crate::setup::SetupRequest;
 use crate::system::{DiskUse, MemoryUse, SystemInfo};
 
@@ -18,14 +18,17 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_containers::list, api_containers::run, api_containers::start, api_containers::stop,
         api_containers::remove, api_containers::logs,
         api_external::list, api_external::add, api_external::remove,
-        api_catalog::list, api_catalog::icon
+        api_catalog::list, api_catalog::icon,
+        api_apps::list, api_apps::get, api_apps::install, api_apps::start, api_apps::stop,
+        api_apps::restart, api_apps::update, api_apps::remove, api_apps::logs
     ),
     components(schemas(
         api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone,
         SetupRequest, SystemInfo, MemoryUse, DiskUse, ErrorBody, ErrorDetail,
         api_images::ImageView, api_images::ImageRequest, api_images::ImageRemoved,
         api_containers::ContainerView, api_containers::RunRequest,
-        api_external::NewExternalApp, crate::state::ExternalApp, api_catalog::CatalogEntry
+        api_external::NewExternalApp, crate::state::ExternalApp, api_catalog::CatalogEntry,
+        api_apps::AppView, api_apps::ServiceView, api_apps::InstallRequest, api_apps::UpdateRequest
     )),
     modifiers(&Security)
 )]

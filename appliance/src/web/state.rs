@@ -10,6 +10,7 @@ use ddaemon_runtime::image_store::ImageStore;
 use ddaemon_runtime::registry::Registry;
 
 use crate::apps::catalog::CatalogApp;
+use crate::apps::lifecycle::AppManager;
 use crate::auth::{Logins, PasswordHasher};
 use crate::proxy::Proxy;
 use crate::state::StateDb;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub ca: Arc<DeviceCa>,
     /// The apps the device can install.
     pub catalog: Arc<Vec<CatalogApp>>,
+    /// The apps installed.
+    pub apps: AppManager,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -44,6 +47,8 @@ pub struct Parts {
     pub containers: ContainerManager,
     pub ca: Arc<DeviceCa>,
     pub catalog: Vec<CatalogApp>,
+    pub proxy: Proxy,
+    pub apps: AppManager,
 }
 
 impl AppState {
@@ -61,6 +66,8 @@ impl AppState {
             containers,
             ca,
             catalog,
+            proxy,
+            apps,
         } = parts;
         let hasher = PasswordHasher::default();
         Self {
@@ -73,9 +80,10 @@ impl AppState {
             images,
             registry,
             containers,
-            proxy: Proxy::default(),
+            proxy,
             ca,
             catalog: Arc::new(catalog),
+            apps,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }
