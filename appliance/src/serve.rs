@@ -150,7 +150,14 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             apps: apps.clone(),
         },
     );
-    state.proxy.set_device_name(settings.device_name.clone());
+    // Before setup the device answers as ddaemon.local, the name the
+    // owner types to reach the setup page.
+    state.proxy.set_device_name(Some(
+        settings
+            .device_name
+            .clone()
+            .unwrap_or_else(|| crate::system::DEFAULT_DEVICE_NAME.to_owned()),
+    ));
     for app in state.db.external_apps().await? {
         match crate::web::api_external::backend_of(&app) {
             Some(backend) => state.proxy.routes.set(backend),

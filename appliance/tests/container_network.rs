@@ -10,82 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Daemon;
+use common::test_net::TestNet;
 use support::test_images::busybox_archive;
-
-/// Two namespaces joined by a veth pair, removed when dropped.
-struct TestNet {
-    device: String,
-    lan: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl TestNet {
-    fn new() -> Self {
-        let tag = std::process::id();
-        let net = Self {
-            device: format!("ddt-dev-{tag}"),
-            lan: format!("ddt-lan-{tag}"),
-        };
-        ip(&["netns", "add", &net.device]);
-        ip(&["netns", "add", &net.lan]);
-        let (a, b) = (format!("ddta{tag}"), format!("ddtb{tag}"));
-        ip(&[
-            "link",
-            "add",
-            &a,
-            "netns",
-            &net.device,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &b,
-            "netns",
-            &net.lan,
-        ]);
-        ip(&[
-            "-n",
-            &net.device,
-            "addr",
-            "add",
-            "192.168.77.1/24",
-            "dev",
-            &a,
-        ]);
-        ip(&["-n", &net.lan, "addr", "add", "192.168.77.2/24", "dev", &b]);
-        for (ns, dev) in [(&net.device, &a), (&net.lan, &b)] {
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        net
-    }
-
-    /// Runs busybox in a namespace.
-    fn busybox(&self, ns: &str, args: &[&str]) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", ns, "timeout", "10", "/bin/busybox"])
-            .args(args)
-            .output()
-            .expect("busybox")
-    }
-}
-
-impl Drop for TestNet {
-    fn drop(&mut self) {
-        for ns in [&self.device, &self.lan] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 fn text(o: &std::process::Output) -> String {
     format!(

@@ -400,6 +400,7 @@ mod tests {
             restart: RestartPolicy::No,
             stop_timeout_secs: 10,
             network: NetworkAttachment::default(),
+            extra_capabilities: vec![],
         }
     }
 
@@ -433,6 +434,13 @@ mod tests {
                 .map(Vec::len),
             Some(14)
         );
+        let mut vpn = def();
+        vpn.extra_capabilities = vec!["NET_ADMIN".into(), "CAP_KILL".into()];
+        let caps =
+            spec_json(&vpn, &paths).expect("spec")["process"]["capabilities"]["effective"].clone();
+        let caps = caps.as_array().expect("caps");
+        assert_eq!(caps.len(), 15, "NET_ADMIN added, KILL not twice");
+        assert!(caps.contains(&json!("CAP_NET_ADMIN")));
         assert_eq!(v["linux"]["cgroupsPath"], json!("/ddaemon/web"));
         assert!(
             v["linux"]["readonlyPaths"]

@@ -209,6 +209,14 @@ impl AppManager {
         change(self.lock_activity().entry(id.to_owned()).or_default());
     }
 
+    /// Says what the app is doing now (no download under way).
+    fn say(&self, id: &str, detail: String) {
+        self.set_activity(id, |a| {
+            a.detail = detail;
+            (a.done, a.total) = (0, 0);
+        });
+    }
+
     /// The folder of an app's data.
     pub fn app_dir(&self, id: &str) -> PathBuf {
         self.inner.apps_dir.join(id)
@@ -351,10 +359,7 @@ impl AppManager {
             if self.inner.images.get(&image.to_string()).is_ok() {
                 continue;
             }
-            self.set_activity(&id, |a| {
-                a.detail = format!("pulling {image}");
-                (a.done, a.total) = (0, 0);
-            });
+            self.say(&id, format!("pulling {image}"));
             let me = self.clone();
             let app = id.clone();
             let progress = move |event: PullEvent| {
@@ -370,7 +375,7 @@ impl AppManager {
 
         record.step = AppStep::Creating;
         self.record(&record).await?;
-        self.set_activity(&id, |a| a.detail = "creating containers".into());
+        self.say(&id, "creating containers".into());
         let secrets = secrets::load_or_generate(&self.app_dir(&id), &m)
             .map_err(io_err(&self.app_dir(&id)))?;
         // Containers of this app that the manifest no longer has (an update
@@ -398,13 +403,11 @@ impl AppManager {
         for s in start_order(&m) {
             for dep in &s.depends_on {
                 if dep.condition == "healthy" {
-                    self.set_activity(&id, |a| {
-                        a.detail = format!("waiting for {} to be ready", dep.service)
-                    });
+                    self.say(&id, format!("waiting for {} to be ready", dep.service));
                     self.wait_healthy(&id, &dep.service, &m, deadline).await?;
                 }
             }
-            self.set_activity(&id, |a| a.detail = format!("starting {}", s.name));
+            self.say(&id, format!("starting {}", s.name));
             self.inner
                 .containers
                 .start(&container_id(&id, &s.name))
@@ -413,7 +416,7 @@ impl AppManager {
 
         record.step = AppStep::Waiting;
         self.record(&record).await?;
-        self.set_activity(&id, |a| a.detail = "waiting for the app to answer".into());
+        self.say(&id, "waiting for the app to answer".into());
         self.wait_healthy(&id, &m.web.service, &m, deadline).await?;
 
         let previous = record.previous.take();
@@ -442,16 +445,6 @@ impl AppManager {
         let image_ref = ImageRef::parse(&s.image)
             .map(|r| r.to_string())
             .unwrap_or_else(|_| s.image.clone());
-        if let Ok(def) = self.inner.containers.def(&cid) {
-            if def.image == image_ref {
-                return Ok(());
-            }
-            // Made from another version: an update replaces it.
-            self.inner.containers.remove_leftovers(&cid).await?;
-        } else {
-            // Half-made by a crash: start it over.
-            self.inner.containers.remove_leftovers(&cid).await?;
-        }
         let image = self.inner.images.get(&image_ref)?;
         let config = self.inner.images.config(&image)?;
         let mut def = ContainerDef::for_image(
@@ -497,6 +490,29 @@ impl AppManager {
                 container_port: m.web.port,
                 protocol: Protocol::Tcp,
             });
+        }
+        let same_ports = |network: &ddaemon_runtime::network::Network| {
+            network
+                .lease(&cid)
+                .ok()
+                .flatten()
+                .is_some_and(|lease| lease.ports == ports)
+        };
+        match self.inner.containers.def(&cid) {
+            // Made by an earlier run of this step: keep it. (Its network
+            // part is the manager's, filled in at creation.)
+            Ok(existing)
+                if ContainerDef {
+                    network: existing.network.clone(),
+                    ..def.clone()
+                } == existing
+                    && self.inner.containers.network().is_some_and(same_ports) =>
+            {
+                return Ok(());
+            }
+            // Made for another version (an update replaces it), or half-made
+            // by a crash: start it over.
+            _ => self.inner.containers.remove_leftovers(&cid).await?,
         }
         self.inner
             .containers
@@ -618,7 +634,7 @@ impl AppManager {
             record.step = AppStep::Removing;
             self.record(&record).await?;
         }
-        self.set_activity(&id, |a| a.detail = "removing".into());
+        self.say(&id, "removing".into());
         self.unroute(&id);
         for s in start_order(&record.manifest).into_iter().rev() {
             self.inner

@@ -38,7 +38,7 @@ pub async fn list(client: &ApiClient) -> Result<String, ClientError> {
 #[derive(Debug)]
 pub enum Outcome {
     /// The app is installed and answering (after an install or update).
-    Ready(AppView),
+    Ready(Box<AppView>),
     /// The app is gone (after a removal).
     Gone,
 }
@@ -71,7 +71,7 @@ pub async fn follow(client: &ApiClient, id: &str) -> Result<Outcome, ClientError
                         status: StatusCode::UNPROCESSABLE_ENTITY,
                         message,
                     }),
-                    None => Ok(Outcome::Ready(a)),
+                    None => Ok(Outcome::Ready(Box::new(a))),
                 };
             }
             Ok(a) => {

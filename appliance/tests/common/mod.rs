@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod test_net;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +28,8 @@ pub struct Daemon {
     /// test's own, with container networking off (the host network is
     /// never touched).
     netns: Option<String>,
+    /// Extra environment for the next start (crash tests set a crash point).
+    pub env: Vec<(String, String)>,
 }
 
 fn free_port() -> SocketAddr {
@@ -58,6 +62,7 @@ impl Daemon {
             http: reqwest::Client::new(),
             extra_args,
             netns: Some(netns.to_owned()),
+            env: Vec::new(),
         };
         daemon.spawn().await;
         daemon
@@ -80,6 +85,7 @@ impl Daemon {
             http,
             extra_args,
             netns: None,
+            env: Vec::new(),
         };
         daemon.spawn().await;
         daemon
@@ -87,6 +93,16 @@ impl Daemon {
 
     pub fn data(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The prefix of the network namespaces of this supervisor's
+    /// containers (`ddaemon-TAG-`; the tag is a hash of its network state
+    /// file's path).
+    pub fn netns_prefix(&self) -> String {
+        use sha2::Digest as _;
+        let state = self.dir.path().join("containers/network.json");
+        let hash = sha2::Sha256::digest(state.as_os_str().as_encoded_bytes());
+        format!("ddaemon-{}-", hex::encode(&hash[..3]))
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -132,6 +148,7 @@ impl Daemon {
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/catalog"))
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env_remove("JOURNAL_STREAM")
             .stdout(Stdio::null())
             .stderr(log)
@@ -205,6 +222,24 @@ impl Daemon {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Waits until the supervisor ends by itself (a crash test's crash
+    /// point) and returns how it ended.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ddaemon did not end within {within:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
@@ -287,6 +322,21 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        // Container namespaces are named files under /run/netns; they
+        // outlive the test's own namespaces unless removed.
+        if self.netns.is_some() {
+            let prefix = self.netns_prefix();
+            for entry in std::fs::read_dir("/run/netns")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(&prefix) {
+                    let _ = Command::new("ip").args(["netns", "del", &name]).status();
+                }
+            }
+        }
         // Shims live in their own session by design; end the ones this
         // test started, and their containers.
         if let Ok(entries) = std::fs::read_dir(self.dir.path().join("containers")) {

@@ -4,5 +4,6 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod netns;
 pub mod registry_server;
 pub mod test_images;

@@ -9,10 +9,30 @@ pub struct RegistryServer {
     pub dir: tempfile::TempDir,
     pub host: String,
     child: Child,
+    /// The network namespace it listens in (`None`: the test's own).
+    netns: Option<String>,
+}
+
+/// `command` run inside `netns` when one is given (nsenter switches only
+/// the network namespace).
+fn in_netns(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
 }
 
 impl RegistryServer {
     pub fn start() -> Self {
+        Self::start_in(None)
+    }
+
+    /// A registry listening on loopback inside the namespace `netns`.
+    pub fn start_in(netns: Option<&str>) -> Self {
         assert!(
             Path::new("/usr/bin/docker-registry").exists(),
             "docker-registry is not installed: run scripts/test (apt-get install docker-registry)"
@@ -34,7 +54,7 @@ impl RegistryServer {
         )
         .expect("config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("log");
-        let child = Command::new("/usr/bin/docker-registry")
+        let child = in_netns(netns, "/usr/bin/docker-registry")
             .arg("serve")
             .arg(&config)
             .stdout(Stdio::null())
@@ -42,16 +62,25 @@ impl RegistryServer {
             .spawn()
             .expect("start docker-registry");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&host).is_err() {
+        let up = || match netns {
+            Some(ns) => super::netns::run_in(ns, || std::net::TcpStream::connect(&host).is_ok()),
+            None => std::net::TcpStream::connect(&host).is_ok(),
+        };
+        while !up() {
             assert!(Instant::now() < deadline, "docker-registry did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self { dir, host, child }
+        Self {
+            dir,
+            host,
+            child,
+            netns: netns.map(str::to_owned),
+        }
     }
 
     /// Pushes an OCI layout's tag (every platform of an index) with skopeo.
     pub fn push(&self, layout: &Path, tag: &str, repo_tag: &str) {
-        let out = Command::new("skopeo")
+        let out = in_netns(self.netns.as_deref(), "skopeo")
             .args([
                 "copy",
                 "--all",

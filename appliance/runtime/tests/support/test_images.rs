@@ -158,6 +158,20 @@ pub fn marker_layer(text: &str) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
+/// A layer of regular files (their folders must exist below it).
+pub fn file_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        b.append_data(
+            &mut header(tar::EntryType::Regular, 0o644, data.len() as u64),
+            path,
+            *data,
+        )
+        .expect("file");
+    }
+    b.into_inner().expect("tar")
+}
+
 /// An OCI image layout being written.
 pub struct Layout<'a> {
     pub dir: &'a Path,

@@ -1,0 +1,84 @@
+//! Two network namespaces joined by a veth pair — the supervisor's
+//! "device" (192.168.77.1) and a "LAN" client (192.168.77.2) — created for
+//! one test and removed when it ends. The host's own network is never
+//! touched.
+
+use std::process::Command;
+
+/// Two namespaces joined by a veth pair, removed when dropped.
+pub struct TestNet {
+    pub device: String,
+    pub lan: String,
+}
+
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl TestNet {
+    pub fn new() -> Self {
+        // Tests of one binary may run on threads of one process.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{}{n}", std::process::id() % 1_000_000);
+        let net = Self {
+            device: format!("ddt-dev-{tag}"),
+            lan: format!("ddt-lan-{tag}"),
+        };
+        ip(&["netns", "add", &net.device]);
+        ip(&["netns", "add", &net.lan]);
+        let (a, b) = (format!("ddta{tag}"), format!("ddtb{tag}"));
+        ip(&[
+            "link",
+            "add",
+            &a,
+            "netns",
+            &net.device,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            &net.lan,
+        ]);
+        ip(&[
+            "-n",
+            &net.device,
+            "addr",
+            "add",
+            "192.168.77.1/24",
+            "dev",
+            &a,
+        ]);
+        ip(&["-n", &net.lan, "addr", "add", "192.168.77.2/24", "dev", &b]);
+        for (ns, dev) in [(&net.device, &a), (&net.lan, &b)] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        net
+    }
+
+    /// Runs busybox in a namespace.
+    pub fn busybox(&self, ns: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns, "timeout", "10", "/bin/busybox"])
+            .args(args)
+            .output()
+            .expect("busybox")
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        for ns in [&self.device, &self.lan] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
