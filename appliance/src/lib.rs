@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cli;
 pub mod field_error;
 pub mod logging;
+pub mod mdns;
 pub mod proxy;
 pub mod serve;
 pub mod setup;

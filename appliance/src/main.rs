@@ -47,6 +47,9 @@ enum Command {
         /// Run containers without the bridge (loopback only).
         #[arg(long)]
         no_container_network: bool,
+        /// Announce nothing over mDNS (names then resolve only by other means).
+        #[arg(long)]
+        no_mdns: bool,
         /// A registry (host[:port]) to reach over plain HTTP; repeatable.
         #[arg(long = "insecure-registry", value_name = "HOST")]
         insecure_registries: Vec<String>,
@@ -255,6 +258,7 @@ fn main() -> anyhow::Result<()> {
             zoneinfo,
             bridge_address,
             no_container_network,
+            no_mdns,
         } => runtime
             .block_on(serve(ServeOptions {
                 data_dir: data,
@@ -265,6 +269,7 @@ fn main() -> anyhow::Result<()> {
                 zoneinfo,
                 insecure_registries,
                 bridge_address: (!no_container_network).then_some(bridge_address),
+                mdns: !no_mdns,
             }))
             .context("ddaemon serve failed"),
         Command::Status { socket, json } => runtime

@@ -15,6 +15,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::apps::lifecycle::AppManager;
+use crate::mdns::Mdns;
 use crate::state::{StateDb, StateError};
 use crate::system::TimeZones;
 use crate::tls::{CaError, DeviceCa};
@@ -41,6 +42,8 @@ pub struct ServeOptions {
     pub catalog: PathBuf,
     /// Registries reached over plain HTTP (host[:port]).
     pub insecure_registries: Vec<String>,
+    /// Announce the device and its apps over mDNS.
+    pub mdns: bool,
     /// The container bridge's address (its /24 is the containers' subnet);
     /// `None` runs containers with loopback only.
     pub bridge_address: Option<std::net::Ipv4Addr>,
@@ -126,6 +129,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         .map_err(ServeError::Ca)?,
     );
     let proxy = crate::proxy::Proxy::default();
+    let device_name = settings
+        .device_name
+        .clone()
+        .unwrap_or_else(|| crate::system::DEFAULT_DEVICE_NAME.to_owned());
+    let mdns = Mdns::new(&device_name);
     let images = Arc::new(images);
     let apps = AppManager::new(
         db.clone(),
@@ -133,8 +141,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         registry.clone(),
         containers.clone(),
         proxy.routes.clone(),
+        mdns.clone(),
         &options.data_dir,
     );
+    let routes = proxy.routes.clone();
     let state = AppState::new(
         db,
         zones,
@@ -148,19 +158,18 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             catalog,
             proxy,
             apps: apps.clone(),
+            mdns: mdns.clone(),
         },
     );
     // Before setup the device answers as ddaemon.local, the name the
     // owner types to reach the setup page.
-    state.proxy.set_device_name(Some(
-        settings
-            .device_name
-            .clone()
-            .unwrap_or_else(|| crate::system::DEFAULT_DEVICE_NAME.to_owned()),
-    ));
+    state.proxy.set_device_name(Some(device_name));
     for app in state.db.external_apps().await? {
         match crate::web::api_external::backend_of(&app) {
-            Some(backend) => state.proxy.routes.set(backend),
+            Some(backend) => {
+                state.proxy.routes.set(backend);
+                mdns.announce(&app.name, &app.title);
+            }
             None => {
                 tracing::warn!(name = %app.name, target = %app.target, "external app target unreadable")
             }
@@ -198,6 +207,18 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let responder = if options.mdns {
+        match mdns.run(routes, stop_rx.clone()) {
+            Ok(task) => Some(task),
+            Err(err) => {
+                // The device still works by address and fallback ports.
+                tracing::error!(%err, "names will not be announced on the network");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -235,6 +256,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         _ = int.recv() => shut_down(&stop_tx, &mut servers, "SIGINT").await,
     };
     remove_socket(&options.socket);
+    let _ = stop_tx.send(true);
+    if let Some(task) = responder {
+        // Goodbyes, so other hosts forget the names now rather than later.
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
     result.map_err(ServeError::Server)?;
     tracing::info!("ddaemon stopped");
     Ok(())

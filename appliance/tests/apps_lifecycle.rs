@@ -489,3 +489,278 @@ async fn kill_9_at_each_step_leaves_a_whole_app_or_none() {
         "the name is gone"
     );
 }
+
+/// Debian's Avahi in the LAN namespace, with its own D-Bus, in a mount
+/// namespace whose /run is private (so it touches nothing of the host's).
+struct AvahiPeer {
+    holder: std::process::Child,
+    daemons: Vec<std::process::Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl AvahiPeer {
+    fn start(net: &TestNet) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = dir.path().join("avahi-daemon.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[server]\nhost-name=lanpeer\nuse-ipv4=yes\nuse-ipv6=no\nallow-interfaces={}\nenable-dbus=yes\nratelimit-burst=1000\n[publish]\npublish-workstation=no\n",
+                net.lan_link
+            ),
+        )
+        .expect("avahi conf");
+        let holder = Command::new("ip")
+            .args(["netns", "exec", &net.lan, "unshare", "-m", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs tmpfs /run && mkdir -p /run/dbus /run/avahi-daemon && exec sleep infinity")
+            .spawn()
+            .expect("namespace holder");
+        let mut peer = Self {
+            holder,
+            daemons: Vec::new(),
+            _dir: dir,
+        };
+        // Wait until the private /run is mounted.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !peer
+            .run(&["test", "-d", "/run/avahi-daemon"])
+            .status
+            .success()
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the Avahi namespace did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let o = peer.run(&["dbus-daemon", "--system", "--fork"]);
+        assert!(o.status.success(), "dbus-daemon: {}", text(&o));
+        let avahi = peer
+            .command(&["avahi-daemon", "--no-drop-root", "--no-chroot", "-f"])
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("avahi-daemon");
+        peer.daemons.push(avahi);
+        peer
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.holder.id().to_string(), "-m", "-n", "--"])
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("nsenter")
+    }
+
+    /// The IPv4 address Avahi resolves `name` to, if any.
+    fn resolve(&self, name: &str) -> Option<String> {
+        // It exits 0 even when it fails: read what it prints.
+        let o = self.run(&["timeout", "5", "avahi-resolve-host-name", "-4", name]);
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .nth(1)
+            .map(str::to_owned)
+    }
+
+    /// `avahi-browse`'s parsable listing of the _http._tcp services.
+    fn browse_http(&self) -> String {
+        let o = self.run(&["timeout", "10", "avahi-browse", "-rpt", "_http._tcp"]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Holds `NAME` for the address `addr` until dropped.
+    fn publish_address(&mut self, name: &str, addr: &str) {
+        let child = self
+            .command(&["avahi-publish", "-a", "-R", name, addr])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("avahi-publish");
+        self.daemons.push(child);
+    }
+}
+
+impl Drop for AvahiPeer {
+    fn drop(&mut self) {
+        for child in &mut self.daemons {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // dbus-daemon forked away; it dies with the holder's namespace
+        // only if asked: end it by its pid file.
+        if let Ok(pid) =
+            std::fs::read_to_string(format!("/proc/{}/root/run/dbus/pid", self.holder.id()))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
+
+#[tokio::test]
+async fn app_names_over_mdns_as_a_real_avahi_peer_sees_them() {
+    let net = TestNet::new();
+    let registry = RegistryServer::start_in(Some(&net.device));
+    let work = tempfile::tempdir().expect("tempdir");
+    push_web_images(&registry, work.path());
+    let mut avahi = AvahiPeer::start(&net);
+    let mut d = Daemon::start_in_netns(
+        &net.device,
+        vec!["--insecure-registry".into(), registry.host.clone()],
+    )
+    .await;
+
+    // The device itself, before setup: ddaemon.local.
+    eventually(
+        "Avahi resolves ddaemon.local",
+        Duration::from_secs(30),
+        || match avahi.resolve("ddaemon.local") {
+            Some(a) if a == "192.168.77.1" => Ok(()),
+            other => Err(format!("{other:?}\n{}", d.log())),
+        },
+    )
+    .await;
+
+    let install = |id: &str| {
+        let path = work.path().join(format!("{id}.toml"));
+        std::fs::write(&path, manifest(id, &registry.host, "1", "1", 80)).expect("manifest");
+        let o = d.cli(&["app", "install", "--manifest", &path.to_string_lossy()]);
+        assert!(o.status.success(), "{}\n{}", text(&o), d.log());
+    };
+    install("mdnsapp");
+    eventually(
+        "Avahi resolves mdnsapp.local",
+        Duration::from_secs(30),
+        || match avahi.resolve("mdnsapp.local") {
+            Some(a) if a == "192.168.77.1" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    let services = avahi.browse_http();
+    assert!(
+        services.lines().any(|l| l.starts_with("=;")
+                // Avahi escapes the space in the title.
+                && l.contains(";Test\\032App;")
+                && l.contains("mdnsapp.local;192.168.77.1;80;")),
+        "the app's _http._tcp service: {services}"
+    );
+    assert!(
+        !services.contains("10.88."),
+        "no container address is announced: {services}"
+    );
+
+    // Someone else on the network already answers as clash.local: the app
+    // takes clash-2.local, which the page shows and the proxy serves.
+    avahi.publish_address("clash.local", "192.168.77.2");
+    eventually(
+        "Avahi holds clash.local",
+        Duration::from_secs(20),
+        || match avahi.resolve("clash.local") {
+            Some(a) if a == "192.168.77.2" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    install("clash");
+    eventually(
+        "ddaemon renames to clash-2",
+        Duration::from_secs(30),
+        || {
+            let app = api(&d, "/api/v1/apps/clash");
+            (app["url"] == "http://clash-2.local")
+                .then_some(())
+                .ok_or(format!("{app}\n{}", d.log()))
+        },
+    )
+    .await;
+    eventually(
+        "Avahi resolves clash-2.local",
+        Duration::from_secs(30),
+        || match avahi.resolve("clash-2.local") {
+            Some(a) if a == "192.168.77.1" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    assert_eq!(
+        avahi.resolve("clash.local").as_deref(),
+        Some("192.168.77.2")
+    );
+    assert!(through_proxy(&net, &d, "clash-2.local", "/").contains("version 1"));
+
+    // Removed: the name is withdrawn (goodbye packets empty Avahi's cache).
+    let o = d.cli(&["app", "remove", "--purge", "mdnsapp"]);
+    assert!(o.status.success(), "{}", text(&o));
+    eventually(
+        "mdnsapp.local is gone",
+        Duration::from_secs(30),
+        || match avahi.resolve("mdnsapp.local") {
+            None => Ok(()),
+            Some(a) => Err(a),
+        },
+    )
+    .await;
+    let services = avahi.browse_http();
+    assert!(
+        !services.contains("mdnsapp.local"),
+        "its service is gone too: {services}"
+    );
+    // Two apps had one title; each service kept a name of its own.
+    assert!(
+        services.contains("clash-2.local;192.168.77.1;80;"),
+        "{services}"
+    );
+
+    // The device's address changes: the names follow.
+    // (Deleting a primary address takes its secondaries with it: delete first.)
+    common::test_net::ip(&[
+        "-n",
+        &net.device,
+        "addr",
+        "del",
+        "192.168.77.1/24",
+        "dev",
+        &net.device_link,
+    ]);
+    common::test_net::ip(&[
+        "-n",
+        &net.device,
+        "addr",
+        "add",
+        "192.168.77.9/24",
+        "dev",
+        &net.device_link,
+    ]);
+    eventually(
+        "clash-2.local follows the new address",
+        Duration::from_secs(60),
+        || match avahi.resolve("clash-2.local") {
+            Some(a) if a == "192.168.77.9" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+
+    // Shutdown says goodbye for every name.
+    assert!(d.terminate().success());
+    eventually(
+        "the names are gone after shutdown",
+        Duration::from_secs(20),
+        || match (
+            avahi.resolve("clash-2.local"),
+            avahi.resolve("ddaemon.local"),
+        ) {
+            (None, None) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+}

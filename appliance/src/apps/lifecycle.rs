@@ -19,11 +19,11 @@ use ddaemon_runtime::image_store::{ImageStore, PullEvent, StoreError};
 use ddaemon_runtime::network::{Protocol, PublishedPort};
 use ddaemon_runtime::registry::Registry;
 use serde::Serialize;
-use tokio::sync::watch;
 
 use super::health::{Target, probe};
 use super::manifest::{HealthCheck, Manifest, Service};
 use super::secrets;
+use crate::mdns::Mdns;
 use crate::proxy::{Backend, RouteTable};
 use crate::state::{AppPhase, AppRecord, AppStep, StateDb, StateError};
 
@@ -89,15 +89,6 @@ pub struct Activity {
     pub failure: Option<String>,
 }
 
-/// An app the proxy routes and mDNS announces.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    pub id: String,
-    pub title: String,
-    /// Its fallback port on the device.
-    pub port: u16,
-}
-
 /// The apps on the device; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppManager {
@@ -117,7 +108,7 @@ struct Inner {
     /// One install, update or removal at a time: they share ports, the
     /// image store and the bridge.
     changes: tokio::sync::Mutex<()>,
-    published: watch::Sender<BTreeMap<String, Published>>,
+    mdns: Mdns,
     crash_at: Option<String>,
 }
 
@@ -170,6 +161,7 @@ impl AppManager {
         registry: Registry,
         containers: ContainerManager,
         routes: RouteTable,
+        mdns: Mdns,
         data_dir: &Path,
     ) -> Self {
         Self {
@@ -182,15 +174,10 @@ impl AppManager {
                 apps_dir: data_dir.join("apps"),
                 activity: Mutex::new(HashMap::new()),
                 changes: tokio::sync::Mutex::new(()),
-                published: watch::Sender::new(BTreeMap::new()),
+                mdns,
                 crash_at: std::env::var(CRASH_AT_STEP_VAR).ok(),
             }),
         }
-    }
-
-    /// The apps routed now; changes as apps come and go (mDNS follows it).
-    pub fn published(&self) -> watch::Receiver<BTreeMap<String, Published>> {
-        self.inner.published.subscribe()
     }
 
     /// What an app is doing, or last failed at.
@@ -607,22 +594,13 @@ impl AppManager {
             title: m.title.clone(),
             addr: SocketAddr::from((address, m.web.port)),
         });
-        let published = Published {
-            id: m.id.clone(),
-            title: m.title.clone(),
-            port: record.port,
-        };
-        self.inner
-            .published
-            .send_if_modified(|map| map.insert(m.id.clone(), published.clone()) != Some(published));
+        self.inner.mdns.announce(&m.id, &m.title);
         Ok(())
     }
 
     fn unroute(&self, id: &str) {
         self.inner.routes.remove(id);
-        self.inner
-            .published
-            .send_if_modified(|map| map.remove(id).is_some());
+        self.inner.mdns.withdraw(id);
     }
 
     /// Undoes an install, or finishes a removal: containers, addresses,

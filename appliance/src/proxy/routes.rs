@@ -18,6 +18,8 @@ pub struct Backend {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     by_app: Arc<RwLock<HashMap<String, Backend>>>,
+    /// Other names of an app: `jellyfin-2` when mDNS had to rename it.
+    aliases: Arc<RwLock<HashMap<String, String>>>,
 }
 
 /// The lower-cased name of a Host header, without port or final dot.
@@ -42,10 +44,18 @@ impl RouteTable {
         map.insert(backend.app.clone(), backend);
     }
 
-    /// Stops routing an app.
+    /// Stops routing an app, under all its names.
     pub fn remove(&self, app: &str) {
         let mut map = self.by_app.write().unwrap_or_else(|p| p.into_inner());
         map.remove(app);
+        let mut aliases = self.aliases.write().unwrap_or_else(|p| p.into_inner());
+        aliases.retain(|_, target| target != app);
+    }
+
+    /// Routes `ALIAS.local` wherever `app` goes.
+    pub fn set_alias(&self, alias: &str, app: &str) {
+        let mut aliases = self.aliases.write().unwrap_or_else(|p| p.into_inner());
+        aliases.insert(alias.to_owned(), app.to_owned());
     }
 
     /// The backend for a Host header, if it names an app.
@@ -59,7 +69,11 @@ impl RouteTable {
             _ => return None,
         };
         let map = self.by_app.read().unwrap_or_else(|p| p.into_inner());
-        map.get(app).cloned()
+        if let Some(backend) = map.get(app) {
+            return Some(backend.clone());
+        }
+        let aliases = self.aliases.read().unwrap_or_else(|p| p.into_inner());
+        aliases.get(app).and_then(|target| map.get(target)).cloned()
     }
 }
 
@@ -98,7 +112,15 @@ mod tests {
             "the device's own name is the dashboard"
         );
         assert!(table.lookup("127.0.0.1:8080", Some("home")).is_none());
+        table.set_alias("jellyfin-2", "jellyfin");
+        assert_eq!(
+            table
+                .lookup("jellyfin-2.local", Some("home"))
+                .map(|b| b.addr),
+            Some(addr)
+        );
         table.remove("jellyfin");
         assert!(table.lookup("jellyfin.local", Some("home")).is_none());
+        assert!(table.lookup("jellyfin-2.local", Some("home")).is_none());
     }
 }

@@ -144,7 +144,7 @@ pub fn view(state: &AppState, record: &AppRecord) -> AppView {
         step: text_of(record.step),
         state: overall.into(),
         running: record.running,
-        url: format!("http://{}.local", m.id),
+        url: format!("http://{}.local", state.mdns.announced_name(&m.id)),
         port: record.port,
         services,
         detail,

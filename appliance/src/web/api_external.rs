@@ -130,6 +130,7 @@ pub async fn add(
         })?;
     if let Some(backend) = backend_of(&app) {
         state.proxy.routes.set(backend);
+        state.mdns.announce(&app.name, &app.title);
     }
     tracing::info!(name = %app.name, target = %app.target, "external app added");
     Ok((StatusCode::CREATED, Json(app)).into_response())
@@ -157,5 +158,6 @@ pub async fn remove(
         ));
     }
     state.proxy.routes.remove(&name);
+    state.mdns.withdraw(&name);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,6 +12,7 @@ use ddaemon_runtime::registry::Registry;
 use crate::apps::catalog::CatalogApp;
 use crate::apps::lifecycle::AppManager;
 use crate::auth::{Logins, PasswordHasher};
+use crate::mdns::Mdns;
 use crate::proxy::Proxy;
 use crate::state::StateDb;
 use crate::system::TimeZones;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub catalog: Arc<Vec<CatalogApp>>,
     /// The apps installed.
     pub apps: AppManager,
+    /// The names announced over mDNS.
+    pub mdns: Mdns,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -49,6 +52,7 @@ pub struct Parts {
     pub catalog: Vec<CatalogApp>,
     pub proxy: Proxy,
     pub apps: AppManager,
+    pub mdns: Mdns,
 }
 
 impl AppState {
@@ -68,6 +72,7 @@ impl AppState {
             catalog,
             proxy,
             apps,
+            mdns,
         } = parts;
         let hasher = PasswordHasher::default();
         Self {
@@ -84,6 +89,7 @@ impl AppState {
             ca,
             catalog: Arc::new(catalog),
             apps,
+            mdns,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }
@@ -98,5 +104,6 @@ impl AppState {
         self.setup_complete.store(true, Ordering::Release);
         self.proxy.set_device_name(Some(device_name.to_owned()));
         self.ca.set_device_name(device_name);
+        self.mdns.set_device_name(device_name);
     }
 }

@@ -131,7 +131,11 @@ impl Daemon {
             None => Command::new(env!("CARGO_BIN_EXE_ddaemon")),
         };
         if self.netns.is_none() {
-            command.arg("serve").arg("--no-container-network");
+            // Nothing reaches the host's own network: no bridge, no mDNS.
+            command
+                .arg("serve")
+                .arg("--no-container-network")
+                .arg("--no-mdns");
         } else {
             command.arg("serve");
         }

@@ -9,6 +9,9 @@ use std::process::Command;
 pub struct TestNet {
     pub device: String,
     pub lan: String,
+    /// The veth ends: in the device namespace, and on the LAN side.
+    pub device_link: String,
+    pub lan_link: String,
 }
 
 pub fn ip(args: &[&str]) {
@@ -27,13 +30,15 @@ impl TestNet {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tag = format!("{}{n}", std::process::id() % 1_000_000);
+        let (a, b) = (format!("ddta{tag}"), format!("ddtb{tag}"));
         let net = Self {
             device: format!("ddt-dev-{tag}"),
             lan: format!("ddt-lan-{tag}"),
+            device_link: a.clone(),
+            lan_link: b.clone(),
         };
         ip(&["netns", "add", &net.device]);
         ip(&["netns", "add", &net.lan]);
-        let (a, b) = (format!("ddta{tag}"), format!("ddtb{tag}"));
         ip(&[
             "link",
             "add",
@@ -59,8 +64,10 @@ impl TestNet {
         ]);
         ip(&["-n", &net.lan, "addr", "add", "192.168.77.2/24", "dev", &b]);
         for (ns, dev) in [(&net.device, &a), (&net.lan, &b)] {
-            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", dev, "multicast", "on", "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
+            // mDNS goes to 224.0.0.251 over the veth.
+            ip(&["-n", ns, "route", "add", "224.0.0.0/4", "dev", dev]);
         }
         net
     }
