@@ -18,7 +18,14 @@ use sha2::{Digest as _, Sha256};
 use crate::command::{CommandError, run};
 use crate::fs_atomic::write_atomic;
 
-const BRIDGE: &str = "ddaemon0";
+/// The containers' bridge.
+pub const BRIDGE: &str = "ddaemon0";
+
+/// Whether a network interface is the containers' (the bridge or a
+/// container's veth end), not one of the device's own.
+pub fn is_container_link(name: &str) -> bool {
+    name == BRIDGE || name.starts_with("vd")
+}
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A container's whole `/etc/hosts`: loopback, then `peers`.
