@@ -19,7 +19,7 @@ use common::test_net::TestNet;
 use serde_json::Value;
 use support::netns;
 use support::registry_server::RegistryServer;
-use support::test_images::{Compress, Layout, busybox_layer, file_layer};
+use support::test_images::{Compress, Layout, busybox_layer, owned_layer};
 
 const HTTPD: &[&str] = &["/bin/httpd", "-f", "-p", "80", "-h", "/www"];
 
@@ -35,7 +35,11 @@ fn push_web_images(registry: &RegistryServer, dir: &Path) {
             &[
                 (busybox_layer(), Compress::Gzip),
                 (
-                    file_layer(&[("www/index.html", page.as_bytes())]),
+                    // files/ belongs to nobody, as an app's own user would.
+                    owned_layer(
+                        &[("www/index.html", page.as_bytes())],
+                        &[("www/files/", 65534, 0o750)],
+                    ),
                     Compress::Gzip,
                 ),
             ],
@@ -321,6 +325,15 @@ async fn install_reach_update_roll_back_and_remove_an_app() {
 
     // Its data folder is a volume: what the owner puts there is served.
     let files = d.data().join("apps/testapp/files");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(&files).expect("volume folder");
+        assert_eq!(
+            (meta.uid(), meta.mode() & 0o7777),
+            (65534, 0o750),
+            "a new volume takes the owner and mode of its path in the image"
+        );
+    }
     std::fs::write(files.join("note.txt"), "kept\n").expect("note");
     assert!(through_proxy(&net, &d, "testapp.local", "/files/note.txt").contains("kept"));
 

@@ -154,6 +154,31 @@ fn start_order(m: &Manifest) -> Vec<&Service> {
     ordered
 }
 
+/// Gives a new volume folder the owner and mode its path has in the image,
+/// as Docker does for a named volume: an app that runs as its own user can
+/// then write where its image meant it to.
+fn take_image_ownership(dir: &Path, layers: &[PathBuf], target: &str) -> Result<(), AppError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let inside = target.trim_start_matches('/');
+    // The top layer that has the path decides (a whiteout there means the
+    // image deleted it).
+    let found = layers
+        .iter()
+        .rev()
+        .find_map(|layer| std::fs::symlink_metadata(layer.join(inside)).ok());
+    let Some(meta) = found.filter(|m| m.is_dir()) else {
+        return Ok(());
+    };
+    nix::unistd::chown(
+        dir,
+        Some(nix::unistd::Uid::from_raw(meta.uid())),
+        Some(nix::unistd::Gid::from_raw(meta.gid())),
+    )
+    .map_err(|e| io_err(dir)(e.into()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .map_err(io_err(dir))
+}
+
 impl AppManager {
     pub fn new(
         db: StateDb,
@@ -455,7 +480,10 @@ impl AppManager {
         };
         for v in &s.volumes {
             let source = self.app_dir(&m.id).join(&v.name);
-            std::fs::create_dir_all(&source).map_err(io_err(&source))?;
+            if !source.exists() {
+                std::fs::create_dir_all(&source).map_err(io_err(&source))?;
+                take_image_ownership(&source, &def.layers, &v.path)?;
+            }
             def.binds.push(BindMount {
                 source,
                 target: v.path.clone(),

@@ -158,9 +158,21 @@ pub fn marker_layer(text: &str) -> Vec<u8> {
     b.into_inner().expect("tar")
 }
 
-/// A layer of regular files (their folders must exist below it).
+/// A layer of regular files (their folders must exist below it), and
+/// folders given as (path, owner uid and gid, mode).
 pub fn file_layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+    owned_layer(files, &[])
+}
+
+/// [`file_layer`] with folders owned by someone other than root.
+pub fn owned_layer(files: &[(&str, &[u8])], dirs: &[(&str, u64, u32)]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
+    for (path, owner, mode) in dirs {
+        let mut h = header(tar::EntryType::Directory, *mode, 0);
+        h.set_uid(*owner);
+        h.set_gid(*owner);
+        b.append_data(&mut h, path, std::io::empty()).expect("dir");
+    }
     for (path, data) in files {
         b.append_data(
             &mut header(tar::EntryType::Regular, 0o644, data.len() as u64),
