@@ -124,6 +124,51 @@ fn api_post(d: &Daemon, path: &str, body: &Value) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
 }
 
+/// Sets the device up over the control socket; returns the session cookie
+/// (`name=value`) and CSRF token, for the pages.
+fn set_up_over_socket(d: &Daemon) -> (String, String) {
+    let o = Command::new("curl")
+        .args(["-sS", "-i", "--unix-socket"])
+        .arg(d.socket())
+        .args(["-H", "Content-Type: application/json", "--data"])
+        .arg(
+            serde_json::json!({"device_name": "ddaemon", "password": common::PASSWORD,
+                "password_confirm": common::PASSWORD, "timezone": "UTC"})
+            .to_string(),
+        )
+        .arg("http://localhost/api/v1/setup")
+        .output()
+        .expect("curl");
+    let answer = String::from_utf8_lossy(&o.stdout).into_owned();
+    let cookie = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: ddaemon_session="))
+        .and_then(|v| v.split(';').next())
+        .map(|v| format!("ddaemon_session={v}"))
+        .unwrap_or_else(|| panic!("no session cookie: {answer}"));
+    let body: Value = serde_json::from_str(answer.split("\r\n\r\n").last().unwrap_or_default())
+        .unwrap_or_else(|_| panic!("no JSON body: {answer}"));
+    let csrf = body["csrf_token"].as_str().expect("csrf_token").to_owned();
+    (cookie, csrf)
+}
+
+/// A page over the control socket with a session cookie, optionally
+/// posting a form; returns the status line and headers and the body.
+fn page(d: &Daemon, cookie: &str, path: &str, form: &[(&str, &str)]) -> String {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-i", "--unix-socket"])
+        .arg(d.socket())
+        .args(["-H", &format!("Cookie: {cookie}")]);
+    for (k, v) in form {
+        c.args(["--data-urlencode", &format!("{k}={v}")]);
+    }
+    let o = c
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// The page of `host` through the proxy on the device.
 fn through_proxy(net: &TestNet, d: &Daemon, host: &str, path: &str) -> String {
     let o = curl(
@@ -323,6 +368,23 @@ async fn install_reach_update_roll_back_and_remove_an_app() {
     );
     assert_eq!(leftovers(&d, "testapp"), one());
 
+    // The owner's pages show it running, with its addresses.
+    let (cookie, csrf) = set_up_over_socket(&d);
+    let list = page(&d, &cookie, "/apps", &[]);
+    assert!(
+        list.contains("href=\"/apps/testapp\"") && list.contains("http://testapp.local"),
+        "{list}"
+    );
+    let app_page = page(&d, &cookie, "/apps/testapp", &[]);
+    for wanted in [
+        "running",
+        ">Open<",
+        "http://ddaemon.local:81",
+        "Remove Test App",
+    ] {
+        assert!(app_page.contains(wanted), "{wanted} missing: {app_page}");
+    }
+
     // Its data folder is a volume: what the owner puts there is served.
     let files = d.data().join("apps/testapp/files");
     {
@@ -392,10 +454,16 @@ async fn install_reach_update_roll_back_and_remove_an_app() {
     assert_eq!(app["version"], "2", "{app}");
     assert_eq!(app["state"], "running", "{app}");
 
-    // Stop and start.
-    let o = d.cli(&["app", "stop", "testapp"]);
-    assert!(o.status.success(), "{}", text(&o));
+    // Stop from the page, start from the CLI.
+    let answer = page(
+        &d,
+        &cookie,
+        "/apps/testapp/action",
+        &[("csrf_token", &csrf), ("action", "stop")],
+    );
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
     assert_eq!(api(&d, "/api/v1/apps/testapp")["state"], "stopped");
+    assert!(page(&d, &cookie, "/apps/testapp", &[]).contains(">Start<"));
     let page = through_proxy(&net, &d, "testapp.local", "/");
     assert!(
         page.contains("Test App"),

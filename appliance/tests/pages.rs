@@ -201,3 +201,88 @@ async fn login_form_reports_wrong_password_and_the_wait() {
     let html = r.text().await.expect("html");
     assert!(html.contains("Try again in "), "{html}");
 }
+
+#[tokio::test]
+async fn the_apps_page_lists_the_catalog_searches_it_and_explains_a_refusal() {
+    let d = Daemon::start().await;
+    let session = d.set_up().await;
+    let cookie = session.header();
+    let page = d.get_as("/apps", &cookie).await.text().await.expect("page");
+    assert!(page.contains("No apps are installed yet"), "{page}");
+    for title in ["Jellyfin", "Ghost", "Mastodon", "Vaultwarden"] {
+        assert!(page.contains(title), "{title} is in the catalog grid");
+    }
+    assert!(page.contains("/api/v1/catalog/jellyfin/icon.svg"));
+    assert!(
+        page.matches(">Install<").count() >= 18,
+        "an Install button per app"
+    );
+
+    let found = d
+        .get_as("/apps?q=JELLY", &cookie)
+        .await
+        .text()
+        .await
+        .expect("page");
+    // Cards link to the app's page.
+    assert!(
+        found.contains("href=\"/apps/jellyfin\"") && !found.contains("href=\"/apps/ghost\""),
+        "{found}"
+    );
+    let books = d
+        .get_as("/apps?category=books", &cookie)
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        books.contains("href=\"/apps/calibre-web\"") && !books.contains("href=\"/apps/jellyfin\""),
+        "{books}"
+    );
+    let none = d
+        .get_as("/apps?q=no-such-app", &cookie)
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(none.contains("No app in the catalog matches"));
+
+    // An app's page before it is installed.
+    let app = d
+        .get_as("/apps/jellyfin", &cookie)
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(app.contains("Install Jellyfin"), "{app}");
+
+    // This supervisor runs without the container network: installing is
+    // refused with the reason, and nothing is recorded.
+    let r = d
+        .post_form_as(
+            "/apps/install",
+            &cookie,
+            &[("csrf_token", session.csrf.as_str()), ("id", "jellyfin")],
+        )
+        .await;
+    assert_eq!(r.status(), 422);
+    let page = r.text().await.expect("page");
+    assert!(page.contains("need the container network"), "{page}");
+    let apps: serde_json::Value = d
+        .get_as("/api/v1/apps", &cookie)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(apps, serde_json::json!([]));
+
+    // A stale form is refused.
+    let r = d
+        .post_form_as(
+            "/apps/install",
+            &cookie,
+            &[("csrf_token", "wrong"), ("id", "jellyfin")],
+        )
+        .await;
+    assert_eq!(r.status(), 403);
+}

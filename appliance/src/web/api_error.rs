@@ -35,6 +35,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// What a page shows: the message.
+    pub fn message(&self) -> String {
+        self.detail.message.clone()
+    }
+
     /// Any status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {

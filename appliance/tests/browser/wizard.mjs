@@ -48,6 +48,20 @@ try {
   expect(new URL(page.url()).pathname === '/apps', `setup must land on the dashboard, got ${page.url()}`);
   expect((await page.textContent('h1')).trim() === 'Apps', 'the dashboard opens on Apps');
 
+  // The catalog: icons load, search narrows it, an app's page offers Install.
+  const cards = await page.locator('ul.catalog li.app-card').count();
+  expect(cards >= 18, `the catalog grid shows every app, got ${cards}`);
+  const iconLoaded = await page.locator('img.app-icon').first().evaluate((img) => img.complete && img.naturalWidth > 0);
+  expect(iconLoaded, 'app icons load');
+  await page.screenshot({ path: join(out, 'apps.png'), fullPage: true });
+  await page.fill('#q', 'jelly');
+  await page.click('form.search button[type=submit]');
+  const found = await page.locator('ul.catalog li.app-card a.app-title').allTextContents();
+  expect(found.length === 1 && found[0] === 'Jellyfin', `search finds Jellyfin only, got ${found}`);
+  await page.click('ul.catalog >> text=Jellyfin');
+  expect(new URL(page.url()).pathname === '/apps/jellyfin', `the card opens the app's page, got ${page.url()}`);
+  expect(await page.locator('button:has-text("Install Jellyfin")').count() === 1, 'the app page offers Install');
+
   await page.click('nav.sections >> text=System');
   const facts = await page.textContent('dl.facts');
   expect(facts.includes('browser-test.local'), 'System shows the device name');

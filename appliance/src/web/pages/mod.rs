@@ -1,13 +1,15 @@
 //! Server-rendered pages. Everything essential works with JavaScript off:
 //! plain forms posting back to the same path, redirects after success.
 
+mod app_pages;
 mod layout;
 mod login_page;
 mod sections;
 mod setup_page;
 
+pub use app_pages::{action_submit, app, apps, install_submit};
 pub use login_page::{login_form, login_submit, logout_submit};
-pub use sections::{apps, backups, domain, not_found, storage, system};
+pub use sections::{backups, domain, not_found, storage, system};
 pub use setup_page::{setup_form, setup_submit};
 
 use axum::http::{HeaderMap, StatusCode, header};

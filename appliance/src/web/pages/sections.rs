@@ -1,5 +1,6 @@
-//! The dashboard's sections. Apps, Storage, Backups and Domain are empty
-//! shells until their modules land; System shows the device's state.
+//! The dashboard's sections. Storage, Backups and Domain are empty shells
+//! until their modules land; System shows the device's state. (Apps has its
+//! own module, `app_pages`.)
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -29,12 +30,6 @@ async fn section(
 
 fn empty(text: &str) -> Markup {
     html! { p.empty { (text) } }
-}
-
-/// `/apps`, the home page.
-pub async fn apps(State(state): State<AppState>, session: PageSession) -> Response {
-    let body = empty("No apps are installed yet.");
-    section(&state, &session, "/apps", "Apps", body).await
 }
 
 /// `/storage`.
