@@ -14,7 +14,17 @@ ensure_packages() {
     [ "$(id -u)" -eq 0 ] || die "installing ${missing[*]} needs root; run as root or install them first"
     say "installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Services the tests run themselves (Avahi, in a namespace) must not
+    # start on the host when installed: policy-rc.d says no for the
+    # length of the install.
+    local policy=/usr/sbin/policy-rc.d made_policy=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+    fi
+    local status=0
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+    if [ -n "$made_policy" ]; then rm -f "$policy"; fi
+    return $status
 }
 
 # Makes sure the toolchain rust-toolchain.toml pins is there (rustup installs it on first use).
