@@ -845,3 +845,66 @@ async fn app_names_over_mdns_as_a_real_avahi_peer_sees_them() {
     )
     .await;
 }
+
+/// The supervisor's resident memory, idle, with no app and with five apps
+/// running. A measurement, not a check: `scripts/bench-memory` runs it on a
+/// release build and prints the figures for BENCHMARKS.md.
+#[tokio::test]
+#[ignore = "a benchmark; run by scripts/bench-memory"]
+async fn bench_supervisor_memory_with_five_apps() {
+    fn status_kib(pid: i32, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+    let rss_kib = |pid| status_kib(pid, "VmRSS:");
+    let net = TestNet::new();
+    let registry = RegistryServer::start_in(Some(&net.device));
+    let work = tempfile::tempdir().expect("tempdir");
+    push_web_images(&registry, work.path());
+    let d = Daemon::start_in_netns(
+        &net.device,
+        vec!["--insecure-registry".into(), registry.host.clone()],
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = rss_kib(d.pid());
+    for n in 1..=5 {
+        let id = format!("bench{n}");
+        let path = work.path().join(format!("{id}.toml"));
+        std::fs::write(&path, manifest(&id, &registry.host, "1", "1", 80)).expect("manifest");
+        let o = d.cli(&["app", "install", "--manifest", &path.to_string_lossy()]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    for n in 1..=5 {
+        assert!(through_proxy(&net, &d, &format!("bench{n}.local"), "/").contains("version 1"));
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let busy = rss_kib(d.pid());
+    let (anon, file) = (
+        status_kib(d.pid(), "RssAnon:"),
+        status_kib(d.pid(), "RssFile:"),
+    );
+    let shims: u64 = std::fs::read_dir(d.data().join("containers"))
+        .expect("containers")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status.json")).ok())
+        .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+        .filter_map(|s| s["shim_pid"].as_i64())
+        .map(|pid| rss_kib(pid as i32))
+        .sum();
+    let mib = |k: u64| k as f64 / 1024.0;
+    println!(
+        "supervisor RSS idle: {:.1} MiB with no app, {:.1} MiB with five apps running \
+         ({:.1} MiB anonymous, {:.1} MiB of mapped files, mostly its own binary); \
+         their five shims: {:.1} MiB together",
+        mib(idle),
+        mib(busy),
+        mib(anon),
+        mib(file),
+        mib(shims)
+    );
+}
