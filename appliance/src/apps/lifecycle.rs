@@ -874,17 +874,8 @@ mod tests {
 
     #[test]
     fn dependencies_start_first() {
-        let m: Manifest = toml::from_str(
-            r#"schema_version = 1
-id = "x"
-title = "X"
-description = "x"
-category = "tools"
-icon = "icon.svg"
-version = "1"
-upstream = ""
-architectures = ["amd64"]
-web = { service = "web", port = 80 }
+        let m = crate::apps::manifest::test_manifest(
+            r#"web = { service = "web", port = 80 }
 [[services]]
 name = "web"
 image = "x:1"
@@ -898,8 +889,7 @@ depends_on = [{ service = "db", condition = "started" }]
 name = "db"
 image = "x:1"
 "#,
-        )
-        .expect("manifest");
+        );
         let order: Vec<&str> = start_order(&m).iter().map(|s| s.name.as_str()).collect();
         assert_eq!(order, ["db", "cache", "web"]);
     }

@@ -497,6 +497,16 @@ fn has_dependency_cycle(m: &Manifest) -> bool {
     }
 }
 
+/// A manifest's required header fields followed by `rest` (TOML), for
+/// the apps module's unit tests.
+#[cfg(test)]
+pub(crate) fn test_manifest(rest: &str) -> Manifest {
+    let head = "schema_version = 1\nid = \"x\"\ntitle = \"X\"\ndescription = \"x\"\n\
+                category = \"tools\"\nicon = \"icon.svg\"\nversion = \"1\"\nupstream = \"\"\n\
+                architectures = [\"amd64\"]\n";
+    toml::from_str(&format!("{head}{rest}")).expect("test manifest")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

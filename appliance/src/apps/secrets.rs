@@ -89,22 +89,12 @@ mod tests {
     #[test]
     fn secrets_are_random_kept_and_private() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut m: Manifest = toml::from_str(
-            r#"schema_version = 1
-id = "x"
-title = "X"
-description = "x"
-category = "tools"
-icon = "icon.svg"
-version = "1"
-upstream = ""
-architectures = ["amd64"]
-web = { service = "x", port = 80 }
+        let mut m = super::super::manifest::test_manifest(
+            r#"web = { service = "x", port = 80 }
 secrets = { db = { length = 24 } }
 services = [{ name = "x", image = "x:1", ports = [80] }]
 "#,
-        )
-        .expect("manifest");
+        );
         let first = load_or_generate(dir.path(), &m).expect("generate");
         assert_eq!(first["db"].len(), 24);
         assert!(first["db"].bytes().all(|b| b.is_ascii_alphanumeric()));

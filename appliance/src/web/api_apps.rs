@@ -173,11 +173,11 @@ fn app_error(err: AppError) -> ApiError {
             ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message.clone())
                 .with_field(field.clone())
         }
-        AppError::NoNetwork | AppError::NoPort => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "apps_unavailable",
-            err.to_string(),
-        ),
+        // The device's set-up, not the server, stands in the way: a 409
+        // (the API answers 5xx only for its own faults).
+        AppError::NoNetwork | AppError::NoPort => {
+            ApiError::new(StatusCode::CONFLICT, "apps_unavailable", err.to_string())
+        }
         AppError::Container(_) | AppError::Failed(_) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "app_failed",
@@ -315,7 +315,7 @@ pub async fn start_install(state: &AppState, request: InstallRequest) -> Result<
     security(("session" = [], "csrf" = [])),
     responses((status = 202, body = AppView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 415, body = ErrorBody)))]
 pub async fn install(
     State(state): State<AppState>,
     _s: ApiSession,
