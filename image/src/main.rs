@@ -1,14 +1,93 @@
-//! `ddaemon-image`: builds flashable disk images and signed update bundles.
-//!
-//! It will own `ddaemon-image build --board B`: a Debian root filesystem made
-//! with mmdebstrap, the cross-compiled ddaemon binaries, systemd units, and a
-//! disk laid out as DESIGN.md says (boot, root A, root B, data), each
-//! filesystem made as a file and spliced in at its offset, reproducibly. And
-//! `ddaemon-image bundle` for signed A/B update bundles.
-//!
-//! It builds nothing yet; `scripts/try` runs the supervisor directly until it does.
+//! `ddaemon-image build --board B`: builds a flashable disk image for a
+//! board (see `ddaemon_image::build` for the steps).
 
-fn main() {
-    eprintln!("ddaemon-image: building images is not implemented in this version");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ddaemon_image::build::BuildOptions;
+
+#[derive(Debug, Parser)]
+#[command(name = "ddaemon-image", version, about = "Builds ddaemon disk images")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Build `ddaemon-BOARD-VERSION.img.zst` and its sha256.
+    Build {
+        /// A board of the boards folder (x86_64-efi, qemu-arm64, rpi4, rpi5).
+        #[arg(long)]
+        board: String,
+        /// The folder of board files.
+        #[arg(long, default_value_os_t = ddaemon_boards::source_dir())]
+        boards: PathBuf,
+        /// Where the image goes.
+        #[arg(long, default_value = "target/images")]
+        out: PathBuf,
+        /// Scratch space for the root filesystem and partitions.
+        #[arg(long, default_value = "target/image-work")]
+        work: PathBuf,
+        /// Downloaded Debian packages, kept between builds (delete it any time).
+        #[arg(long, default_value = "target/image-cache")]
+        cache: PathBuf,
+        /// The ddaemon binary built for the board.
+        #[arg(long)]
+        ddaemon: PathBuf,
+        /// The ddaemon-init binary built for the board.
+        #[arg(long)]
+        init: PathBuf,
+        /// The app catalog.
+        #[arg(long, default_value = "appliance/catalog")]
+        catalog: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let Cli { command } = Cli::parse();
+    match command {
+        Command::Build {
+            board,
+            boards,
+            out,
+            work,
+            cache,
+            ddaemon,
+            init,
+            catalog,
+        } => {
+            let board = match ddaemon_boards::load(&boards, &board) {
+                Ok(b) => b,
+                Err(err) => {
+                    eprintln!("ddaemon-image: {err}");
+                    return ExitCode::from(2);
+                }
+            };
+            // Reproducible: every timestamp from SOURCE_DATE_EPOCH when set.
+            let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let options = BuildOptions {
+                board,
+                out_dir: out,
+                work_dir: work,
+                cache_dir: cache,
+                ddaemon,
+                init,
+                catalog,
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                source_date_epoch,
+            };
+            match options.build() {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("ddaemon-image: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
 }
