@@ -190,6 +190,9 @@ impl BuildOptions {
             .arg("-zlz4hc")
             .arg(format!("-T{}", self.source_date_epoch))
             .arg(format!("-U{}", self.uuid("root")))
+            .arg("--quiet")
+            // The kernel and initrd live on the boot partition.
+            .arg("--exclude-regex=^boot/(vmlinuz|initrd\\.img|System\\.map)")
             .arg(&root_img)
             .arg(self.root_dir()))?;
         let root_size = std::fs::metadata(&root_img).map_err(io(&root_img))?.len();

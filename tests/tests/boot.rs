@@ -220,6 +220,7 @@ impl Drop for Vm {
 }
 
 #[test]
+#[ignore = "needs ddaemon-init to mount /data (issue 5, in progress) and a built image"]
 fn the_image_boots_keeps_its_setup_and_grows_its_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let disk = dir.path().join("disk.img");
