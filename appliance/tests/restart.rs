@@ -12,6 +12,11 @@ use serde_json::json;
 async fn state_survives_a_restart_and_sigterm_is_clean() {
     let mut d = Daemon::start().await;
     let session = d.set_up().await;
+    assert_eq!(
+        std::fs::read_to_string(d.data().join("ddaemon/hostname")).expect("hostname"),
+        "ddaemon\n",
+        "the device name becomes the host name at the next boot"
+    );
     d.restart().await; // asserts a clean exit on SIGTERM
     assert!(!d.log().contains("ERROR"), "{}", d.log());
     assert_eq!(d.health().await["setup_complete"], true);

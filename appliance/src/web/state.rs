@@ -105,5 +105,12 @@ impl AppState {
         self.proxy.set_device_name(Some(device_name.to_owned()));
         self.ca.set_device_name(device_name);
         self.mdns.set_device_name(device_name);
+        // ddaemon-init makes it the system's host name from the next boot.
+        let path = self.data_dir.join("ddaemon/hostname");
+        if let Err(err) =
+            ddaemon_runtime::fs_atomic::write_atomic(&path, format!("{device_name}\n").as_bytes())
+        {
+            tracing::warn!(path = %path.display(), %err, "cannot record the host name");
+        }
     }
 }
