@@ -271,15 +271,6 @@ impl BuildOptions {
             self.board.debian.suite,
             self.board.arch.debian_name()
         ));
-        let mut packages: Vec<&str> = APPLIANCE_PACKAGES.to_vec();
-        let d = &self.board.debian;
-        packages.extend(
-            d.kernel
-                .iter()
-                .chain(&d.firmware)
-                .chain(&d.extra)
-                .map(String::as_str),
-        );
         let cache = self.cache_dir.display().to_string();
         run(Command::new("mmdebstrap")
             .env("SOURCE_DATE_EPOCH", self.source_date_epoch.to_string())
@@ -302,20 +293,23 @@ impl BuildOptions {
         std::fs::write(&stamp, recipe).map_err(io(&stamp))
     }
 
-    fn write(&self, path: &str, text: &str) -> Result<(), BuildError> {
+    /// `path` inside the root filesystem, its folder created.
+    fn in_root(&self, path: &str) -> Result<PathBuf, BuildError> {
         let full = self.root_dir().join(path.trim_start_matches('/'));
         if let Some(parent) = full.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
+        Ok(full)
+    }
+
+    fn write(&self, path: &str, text: &str) -> Result<(), BuildError> {
+        let full = self.in_root(path)?;
         std::fs::write(&full, text).map_err(io(&full))
     }
 
     fn copy(&self, from: &Path, to: &str, mode: u32) -> Result<(), BuildError> {
         use std::os::unix::fs::PermissionsExt;
-        let full = self.root_dir().join(to.trim_start_matches('/'));
-        if let Some(parent) = full.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
+        let full = self.in_root(to)?;
         std::fs::copy(from, &full).map_err(io(from))?;
         std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode)).map_err(io(&full))
     }

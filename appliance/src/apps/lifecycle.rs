@@ -246,10 +246,7 @@ impl AppManager {
     }
 
     fn after_recording(&self, step: AppStep) {
-        let name = serde_json::to_value(step)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned));
-        if self.inner.crash_at.is_some() && self.inner.crash_at == name {
+        if self.inner.crash_at.as_deref() == Some(step.to_string().as_str()) {
             tracing::warn!(?step, "crashing on purpose ({CRASH_AT_STEP_VAR})");
             let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
         }
@@ -764,6 +761,12 @@ impl AppManager {
         Ok(())
     }
 
+    /// Stops and starts an app.
+    pub async fn restart(&self, id: &str) -> Result<(), AppError> {
+        self.stop(id).await?;
+        self.start(id).await
+    }
+
     /// An installed app with no change under way.
     async fn settled(&self, id: &str) -> Result<AppRecord, AppError> {
         let record = self
@@ -775,10 +778,7 @@ impl AppManager {
         if record.phase != AppPhase::Installed {
             return Err(AppError::Busy {
                 id: id.to_owned(),
-                phase: serde_json::to_value(record.phase)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                phase: record.phase.to_string(),
             });
         }
         Ok(record)

@@ -47,6 +47,18 @@ fn text<T: serde::Serialize>(value: T) -> String {
         .unwrap_or_default()
 }
 
+impl std::fmt::Display for AppPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&text(*self))
+    }
+}
+
+impl std::fmt::Display for AppStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&text(*self))
+    }
+}
+
 fn parse<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
     serde_json::from_value(serde_json::Value::String(text.to_owned())).ok()
 }

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::api_error::{ApiError, ErrorBody};
 use super::api_json::ApiJson;
 use super::session::ApiSession;
-use super::state::AppState;
+use super::state::{AppState, NameOwner};
 use crate::apps::lifecycle::{Activity, AppError, container_id};
 use crate::apps::manifest::{self, Manifest};
 use crate::field_error::FieldError;
@@ -94,13 +94,6 @@ pub struct AppQuery {
     pub bytes: Option<u64>,
 }
 
-fn text_of<T: Serialize>(value: T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// The view of one record, with its containers' states.
 pub fn view(state: &AppState, record: &AppRecord) -> AppView {
     let m = &record.manifest;
@@ -140,8 +133,8 @@ pub fn view(state: &AppState, record: &AppRecord) -> AppView {
         id: m.id.clone(),
         title: m.title.clone(),
         version: m.version.clone(),
-        phase: text_of(record.phase),
-        step: text_of(record.step),
+        phase: record.phase.to_string(),
+        step: record.step.to_string(),
         state: overall.into(),
         running: record.running,
         url: format!("http://{}.local", state.mdns.announced_name(&m.id)),
@@ -270,38 +263,17 @@ pub async fn start_install(state: &AppState, request: InstallRequest) -> Result<
             )));
         }
     };
-    let device = state
-        .db
-        .device_settings()
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .device_name;
-    if device.as_deref() == Some(manifest.id.as_str()) {
+    // An installed app's name is refused by the install itself.
+    let taken = match state.name_owner(&manifest.id).await? {
+        Some(NameOwner::Device) => Some("the device's own name; rename the device or the app"),
+        Some(NameOwner::ExternalApp) => Some("an external app's name; remove that first"),
+        Some(NameOwner::InstalledApp) | None => None,
+    };
+    if let Some(why) = taken {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "name_taken",
-            format!(
-                "{}.local is the device's own name; rename the device or the app",
-                manifest.id
-            ),
-        )
-        .with_field("id"));
-    }
-    let taken = state
-        .db
-        .external_apps()
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .into_iter()
-        .any(|e| e.name == manifest.id);
-    if taken {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "name_taken",
-            format!(
-                "{}.local is an external app's name; remove that first",
-                manifest.id
-            ),
+            format!("{}.local is {why}", manifest.id),
         )
         .with_field("id"));
     }
@@ -366,8 +338,7 @@ pub async fn restart(
     Path(id): Path<String>,
 ) -> Result<Json<AppView>, ApiError> {
     record_of(&state, &id).await?;
-    state.apps.stop(&id).await.map_err(app_error)?;
-    state.apps.start(&id).await.map_err(app_error)?;
+    state.apps.restart(&id).await.map_err(app_error)?;
     Ok(Json(view(&state, &record_of(&state, &id).await?)))
 }
 

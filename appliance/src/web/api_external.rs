@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::api_error::{ApiError, ErrorBody};
 use super::api_json::ApiJson;
 use super::session::ApiSession;
-use super::state::AppState;
+use super::state::{AppState, NameOwner};
 use crate::field_error::FieldError;
 use crate::proxy::Backend;
 use crate::state::{ExternalApp, StateError};
@@ -72,31 +72,23 @@ pub async fn add(
 ) -> Result<Response, ApiError> {
     let name = normalize_device_name(&request.name)
         .map_err(|e| ApiError::invalid(FieldError::new("name", e.message)))?;
-    let device = state
-        .db
-        .device_settings()
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .device_name;
-    if device.as_deref() == Some(name.as_str()) {
-        return Err(ApiError::invalid(FieldError::new(
-            "name",
-            "that is the device's own name; pick another",
-        )));
-    }
-    if state
-        .apps
-        .get(&name)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .is_some()
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "name_taken",
-            format!("{name}.local is an installed app's name; pick another name"),
-        )
-        .with_field("name"));
+    // A taken external name is refused by the database below.
+    match state.name_owner(&name).await? {
+        Some(NameOwner::Device) => {
+            return Err(ApiError::invalid(FieldError::new(
+                "name",
+                "that is the device's own name; pick another",
+            )));
+        }
+        Some(NameOwner::InstalledApp) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "name_taken",
+                format!("{name}.local is an installed app's name; pick another name"),
+            )
+            .with_field("name"));
+        }
+        Some(NameOwner::ExternalApp) | None => {}
     }
     let addr: SocketAddr = request.target.trim().parse().map_err(|_| {
         ApiError::invalid(FieldError::new(

@@ -9,6 +9,7 @@ use ddaemon_runtime::container_manager::ContainerManager;
 use ddaemon_runtime::image_store::ImageStore;
 use ddaemon_runtime::registry::Registry;
 
+use super::api_error::ApiError;
 use crate::apps::catalog::CatalogApp;
 use crate::apps::lifecycle::AppManager;
 use crate::auth::{Logins, PasswordHasher};
@@ -40,6 +41,14 @@ pub struct AppState {
     /// The names announced over mDNS.
     pub mdns: Mdns,
     setup_complete: Arc<AtomicBool>,
+}
+
+/// Who already answers at `NAME.local`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameOwner {
+    Device,
+    InstalledApp,
+    ExternalApp,
 }
 
 /// The parts of the device the web server hands requests to.
@@ -97,6 +106,37 @@ impl AppState {
     /// Whether setup is done (cached; the database is the truth).
     pub fn setup_complete(&self) -> bool {
         self.setup_complete.load(Ordering::Acquire)
+    }
+
+    /// Who holds `NAME.local` among the device, its apps and its external
+    /// apps (all share the proxy's names), if anyone.
+    pub async fn name_owner(&self, name: &str) -> Result<Option<NameOwner>, ApiError> {
+        let device = self
+            .db
+            .device_settings()
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        if device.device_name.as_deref() == Some(name) {
+            return Ok(Some(NameOwner::Device));
+        }
+        if self
+            .apps
+            .get(name)
+            .await
+            .map_err(|e| ApiError::internal(&e))?
+            .is_some()
+        {
+            return Ok(Some(NameOwner::InstalledApp));
+        }
+        let external = self
+            .db
+            .external_apps()
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+        Ok(external
+            .iter()
+            .any(|e| e.name == name)
+            .then_some(NameOwner::ExternalApp))
     }
 
     /// Called once setup has been committed.

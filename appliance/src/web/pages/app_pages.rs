@@ -349,10 +349,7 @@ pub async fn action_submit(
     let result = match form.action.as_deref().unwrap_or_default() {
         "start" => state.apps.start(&id).await.map_err(|e| e.to_string()),
         "stop" => state.apps.stop(&id).await.map_err(|e| e.to_string()),
-        "restart" => match state.apps.stop(&id).await {
-            Ok(()) => state.apps.start(&id).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        },
+        "restart" => state.apps.restart(&id).await.map_err(|e| e.to_string()),
         "update" => start_update(&state, &id, UpdateRequest::default())
             .await
             .map(drop)
