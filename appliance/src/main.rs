@@ -50,6 +50,10 @@ enum Command {
         /// Announce nothing over mDNS (names then resolve only by other means).
         #[arg(long)]
         no_mdns: bool,
+        /// Let the owner restart and shut down this machine from the page
+        /// and API (set by the device's systemd unit; never on a workstation).
+        #[arg(long)]
+        power_control: bool,
         /// A registry (host[:port]) to reach over plain HTTP; repeatable.
         #[arg(long = "insecure-registry", value_name = "HOST")]
         insecure_registries: Vec<String>,
@@ -259,6 +263,7 @@ fn main() -> anyhow::Result<()> {
             bridge_address,
             no_container_network,
             no_mdns,
+            power_control,
         } => runtime
             .block_on(serve(ServeOptions {
                 data_dir: data,
@@ -270,6 +275,7 @@ fn main() -> anyhow::Result<()> {
                 insecure_registries,
                 bridge_address: (!no_container_network).then_some(bridge_address),
                 mdns: !no_mdns,
+                power_control,
             }))
             .context("ddaemon serve failed"),
         Command::Status { socket, json } => runtime

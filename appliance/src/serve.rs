@@ -47,6 +47,9 @@ pub struct ServeOptions {
     /// The container bridge's address (its /24 is the containers' subnet);
     /// `None` runs containers with loopback only.
     pub bridge_address: Option<std::net::Ipv4Addr>,
+    /// Restart and shut down the machine when the owner asks (the device's
+    /// own service only).
+    pub power_control: bool,
 }
 
 /// Why the supervisor could not start or stopped with an error.
@@ -159,6 +162,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             proxy,
             apps: apps.clone(),
             mdns: mdns.clone(),
+            power: crate::system::Power::new(options.power_control),
         },
     );
     // Before setup the device answers as ddaemon.local, the name the

@@ -468,3 +468,51 @@ async fn the_control_socket_refuses_other_users() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn power_actions_are_refused_where_the_supervisor_does_not_own_the_machine() {
+    // The test's supervisor runs without --power-control: asking it to shut
+    // down must never reach this machine's systemd.
+    let d = Daemon::start().await;
+    let session = d.set_up().await;
+    for action in ["restart", "power-off"] {
+        let r = d
+            .http
+            .post(d.url("/api/v1/system/power"))
+            .header("cookie", session.header())
+            .header("x-csrf-token", &session.csrf)
+            .json(&json!({ "action": action }))
+            .send()
+            .await
+            .expect("post");
+        let (status, code, _, message) = error_of(r).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (409, "power_unavailable"),
+            "{action}"
+        );
+        assert!(message.contains("--power-control"), "{message}");
+    }
+    let r = d
+        .http
+        .post(d.url("/api/v1/system/power"))
+        .header("cookie", session.header())
+        .header("x-csrf-token", &session.csrf)
+        .json(&json!({ "action": "halt" }))
+        .send()
+        .await
+        .expect("post");
+    let (status, _, field, _) = error_of(r).await;
+    assert_eq!((status, field.as_deref()), (400, Some("action")));
+    let page = d
+        .get_as("/system", &session.header())
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(
+        page.contains("does not control the machine it runs on"),
+        "the System page says why there is no Restart button"
+    );
+    assert!(!page.contains("value=\"power-off\""), "{page}");
+}

@@ -121,6 +121,10 @@ pub struct Board {
     /// The device tree file the firmware loads (Pi boards).
     #[serde(default)]
     pub device_tree: Option<String>,
+    /// Raspberry Pi Imager's device tags for the board (`pi4-64bit`), put
+    /// in the image's `os_list` entry.
+    #[serde(default)]
+    pub imager_devices: Vec<String>,
     pub debian: DebianPackages,
     pub reset_button: ResetButton,
     #[serde(default)]
@@ -237,6 +241,12 @@ fn check(b: &Board, path: &Path) -> Vec<Problem> {
         }
         if b.arch != Arch::Arm64 {
             bad("arch", "ddaemon runs 64-bit Pis only; use \"arm64\"".into());
+        }
+        if b.imager_devices.is_empty() {
+            bad(
+                "imager_devices",
+                "name the Raspberry Pi Imager device tags, e.g. [\"pi4-64bit\"]".into(),
+            );
         }
     }
     if b.device_tree
@@ -355,6 +365,7 @@ mod tests {
             )
             .replace("device_tree = \"bcm2711-rpi-4-b.dtb\"\n", "")
             .replace("chip = \"gpiochip0\"", "chip = \"0\"")
+            .replace("imager_devices = [\"pi4-64bit\"]\n", "")
             .replace("cmdline = \"quiet\"", "cmdline = \"quiet root=/dev/sda2\"");
         let err = parse(&broken, Path::new("boards/rpi4.toml")).expect_err("broken");
         let BoardError::Invalid { problems, .. } = &err else {
@@ -367,6 +378,7 @@ mod tests {
             "device_tree",
             "reset_button.chip",
             "cmdline",
+            "imager_devices",
         ] {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");
         }

@@ -14,9 +14,13 @@ use std::time::Instant;
 
 use ddaemon_boards::{Board, BootMethod};
 
+use crate::imager::{ImagerEntry, date_of};
 use crate::layout::{self, Role, Sizes};
 
 const MIB: u64 = 1024 * 1024;
+/// The FAT boot partition: kernel, initrd and firmware, twice over for
+/// the A/B slots' kernels.
+const BOOT_SIZE: u64 = 256 * MIB;
 
 /// What to build and where.
 #[derive(Debug, Clone)]
@@ -36,6 +40,9 @@ pub struct BuildOptions {
     pub version: String,
     /// Seconds since the epoch for every timestamp (reproducible builds).
     pub source_date_epoch: u64,
+    /// Where the image will be downloaded from (the Pi Imager entry's
+    /// URL); `None` points at the built file.
+    pub url_base: Option<String>,
 }
 
 /// Why a build stopped.
@@ -99,6 +106,29 @@ const APPLIANCE_PACKAGES: &[&str] = &[
     "nftables",
     "ca-certificates",
     "libseccomp2",
+    // Shares (issue 7) and remote access (issue 9); their services stay
+    // off until the owner makes a share or a tunnel.
+    "samba",
+    "nfs-kernel-server",
+    "wireguard-tools",
+];
+
+/// Run after Debian's essential packages, before the kernel: the initramfs
+/// must mount an erofs root, and an initramfs hook of our own says so before
+/// the kernel's installation makes the (only) initramfs. (Writing Debian's
+/// `modules` file instead would mean a second initramfs run, minutes under
+/// qemu-user for arm64.)
+const ESSENTIAL_HOOKS: &[&str] = &[
+    "mkdir -p \"$1/etc/initramfs-tools/hooks\" && printf '#!/bin/sh\\n[ \"$1\" = prereqs ] && exit 0\\n. /usr/share/initramfs-tools/hook-functions\\nmanual_add_modules erofs\\n' > \"$1/etc/initramfs-tools/hooks/ddaemon-erofs\" && chmod 755 \"$1/etc/initramfs-tools/hooks/ddaemon-erofs\"",
+];
+
+/// Run in the root once Debian is installed (mmdebstrap customize hooks;
+/// `$1` is the root). Part of the root's recipe: changing one rebuilds it.
+const CUSTOMIZE_HOOKS: &[&str] = &[
+    // ddaemon starts smbd and the NFS server when there is something to
+    // share; NetBIOS and the AD domain controller are never wanted.
+    "chroot \"$1\" systemctl disable smbd.service nfs-server.service",
+    "chroot \"$1\" systemctl mask nmbd.service samba-ad-dc.service",
 ];
 
 /// Left out of the root filesystem: manuals, translations and docs (but
@@ -118,11 +148,13 @@ const PATH_EXCLUDES: &[&str] = &[
 /// supervisor must not take the containers' shims with it.
 const DDAEMON_SERVICE: &str = "[Unit]
 Description=ddaemon supervisor
-Wants=network-online.target
-After=network-online.target local-fs.target
+# Not network-online.target: the supervisor listens on every address and
+# follows address changes itself (mDNS re-announces), so waiting for DHCP
+# would only delay the setup page.
+After=network.target local-fs.target
 
 [Service]
-ExecStart=/usr/bin/ddaemon serve --data /data
+ExecStart=/usr/bin/ddaemon serve --data /data --power-control
 KillMode=process
 Restart=always
 RestartSec=2
@@ -164,6 +196,11 @@ impl BuildOptions {
         )
     }
 
+    /// What the disk's GUIDs (or MBR disk id) derive from.
+    fn disk_seed(&self) -> String {
+        format!("ddaemon/{}/{}", self.board.id, self.version)
+    }
+
     /// The image's file name.
     pub fn image_name(&self) -> String {
         format!("ddaemon-{}-{}.img", self.board.id, self.version)
@@ -172,15 +209,25 @@ impl BuildOptions {
     /// Runs every step; returns the compressed image's path.
     pub fn build(&self) -> Result<PathBuf, BuildError> {
         let started = Instant::now();
-        if self.board.boot != BootMethod::Uefi {
-            return Err(BuildError::Unsupported(format!(
-                "board {}: building for {:?} boot is not done yet; only UEFI boards build",
-                self.board.id, self.board.boot
-            )));
-        }
         for dir in [&self.out_dir, &self.work_dir, &self.cache_dir] {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
+        let compressed = self
+            .out_dir
+            .join(self.image_name())
+            .with_extension("img.xz");
+        let inputs = self.inputs_digest()?;
+        let stamp = self.work_dir.join("image.inputs");
+        if compressed.exists()
+            && std::fs::read_to_string(&stamp).ok().as_deref() == Some(inputs.as_str())
+        {
+            step(&format!(
+                "{} is up to date (nothing it is made from changed)",
+                compressed.display()
+            ));
+            return Ok(compressed);
+        }
+        let _ = std::fs::remove_file(&stamp);
         self.debian_root()?;
         self.install_appliance()?;
         let root_img = self.work_dir.join("root.img");
@@ -199,7 +246,7 @@ impl BuildOptions {
         let boot_img = self.boot_partition()?;
         step("laying out the disk");
         let sizes = Sizes {
-            boot: 256 * MIB,
+            boot: BOOT_SIZE,
             // Room for a larger update in each slot.
             root: (root_size * 2).div_ceil(MIB).max(512) * MIB,
             data: 64 * MIB,
@@ -208,23 +255,58 @@ impl BuildOptions {
         let image = self.out_dir.join(self.image_name());
         layout.write_image(
             &image,
-            &format!("ddaemon/{}/{}", self.board.id, self.version),
+            &self.disk_seed(),
             &[(Role::Boot, &boot_img), (Role::RootA, &root_img)],
         )?;
-        step("compressing");
-        let compressed = image.with_extension("img.zst");
+        let (extract_size, extract_sha256) = digest_file(&image)?;
+        // xz: what Raspberry Pi Imager, balenaEtcher and GNOME Disks all
+        // decompress while writing.
+        step("compressing (xz)");
         let _ = std::fs::remove_file(&compressed);
-        run(Command::new("zstd")
-            .args(["-q", "-T0", "-19", "--rm", "-o"])
-            .arg(&compressed)
+        run(Command::new("xz")
+            .args(["-q", "-T0", "-6", "--force"])
             .arg(&image))?;
-        let sum = Command::new("sha256sum")
-            .arg(compressed.file_name().unwrap_or_default())
-            .current_dir(&self.out_dir)
-            .output()
-            .map_err(io(&compressed))?;
-        let sum_path = compressed.with_extension("zst.sha256");
-        std::fs::write(&sum_path, &sum.stdout).map_err(io(&sum_path))?;
+        let (download_size, download_sha256) = digest_file(&compressed)?;
+        let file_name = compressed
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let sum_path = self.out_dir.join(format!("{file_name}.sha256"));
+        std::fs::write(&sum_path, format!("{download_sha256}  {file_name}\n"))
+            .map_err(io(&sum_path))?;
+        if self.board.boot == BootMethod::RaspberryPiFirmware {
+            let url = match &self.url_base {
+                Some(base) => format!("{}/{file_name}", base.trim_end_matches('/')),
+                None => {
+                    let full = std::fs::canonicalize(&compressed).map_err(io(&compressed))?;
+                    format!("file://{}", full.display())
+                }
+            };
+            let name = format!("ddaemon for {}", self.board.title);
+            let entry = ImagerEntry {
+                name: &name,
+                description: "A home server for self-hosted apps: open http://ddaemon.local after the first boot.",
+                url: &url,
+                release_date: &date_of(self.source_date_epoch),
+                extract_size,
+                extract_sha256: &extract_sha256,
+                download_size,
+                download_sha256: &download_sha256,
+                devices: &self.board.imager_devices,
+            };
+            let json_path = self.out_dir.join(format!(
+                "ddaemon-{}-{}.os_list.json",
+                self.board.id, self.version
+            ));
+            let text = serde_json::to_string_pretty(&entry.os_list()).unwrap_or_default();
+            std::fs::write(&json_path, text + "\n").map_err(io(&json_path))?;
+            eprintln!(
+                "Raspberry Pi Imager: rpi-imager --repo {}",
+                json_path.display()
+            );
+        }
+        std::fs::write(&stamp, inputs).map_err(io(&stamp))?;
         eprintln!(
             "built {} in {:.0} s",
             compressed.display(),
@@ -238,24 +320,9 @@ impl BuildOptions {
     /// it afterwards is written again every build).
     fn debian_root(&self) -> Result<(), BuildError> {
         let root = self.root_dir();
-        let mut packages: Vec<&str> = APPLIANCE_PACKAGES.to_vec();
         let d = &self.board.debian;
-        packages.extend(
-            d.kernel
-                .iter()
-                .chain(&d.firmware)
-                .chain(&d.extra)
-                .map(String::as_str),
-        );
-        let recipe = format!(
-            "{} {} {} {} {} {}\n",
-            d.suite,
-            self.board.arch.debian_name(),
-            d.components.join(","),
-            packages.join(","),
-            PATH_EXCLUDES.join(","),
-            self.source_date_epoch
-        );
+        let packages = self.packages();
+        let recipe = self.root_recipe();
         let stamp = self.work_dir.join("root.recipe");
         if root.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(recipe.as_str())
         {
@@ -283,14 +350,84 @@ impl BuildOptions {
             .arg(format!(
                 "--setup-hook=mkdir -p '{cache}' \"$1\"/var/cache/apt/archives/"
             ))
-            .arg(format!("--setup-hook=sync-in '{cache}' /var/cache/apt/archives/"))
-            .arg(format!("--customize-hook=sync-out /var/cache/apt/archives '{cache}'"))
-            // The initramfs must mount an erofs root.
-            .arg("--customize-hook=echo erofs >> \"$1/etc/initramfs-tools/modules\"; chroot \"$1\" update-initramfs -u")
+            .arg(format!(
+                "--setup-hook=sync-in '{cache}' /var/cache/apt/archives/"
+            ))
+            .arg(format!(
+                "--customize-hook=sync-out /var/cache/apt/archives '{cache}'"
+            ))
+            .args(
+                ESSENTIAL_HOOKS
+                    .iter()
+                    .map(|h| format!("--essential-hook={h}")),
+            )
+            .args(
+                CUSTOMIZE_HOOKS
+                    .iter()
+                    .map(|h| format!("--customize-hook={h}")),
+            )
             .arg(&d.suite)
             .arg(&root)
             .arg("http://deb.debian.org/debian"))?;
         std::fs::write(&stamp, recipe).map_err(io(&stamp))
+    }
+
+    fn packages(&self) -> Vec<&str> {
+        let mut packages: Vec<&str> = APPLIANCE_PACKAGES.to_vec();
+        let d = &self.board.debian;
+        packages.extend(
+            d.kernel
+                .iter()
+                .chain(&d.firmware)
+                .chain(&d.extra)
+                .map(String::as_str),
+        );
+        packages
+    }
+
+    /// Everything the Debian root is made from.
+    fn root_recipe(&self) -> String {
+        let d = &self.board.debian;
+        format!(
+            "{} {} {} {} {} {} {} {}\n",
+            d.suite,
+            self.board.arch.debian_name(),
+            d.components.join(","),
+            self.packages().join(","),
+            PATH_EXCLUDES.join(","),
+            ESSENTIAL_HOOKS.join(";"),
+            CUSTOMIZE_HOOKS.join(";"),
+            self.source_date_epoch
+        )
+    }
+
+    /// A digest of every input of the image: the root's recipe, the board,
+    /// the binaries (this builder's own included), the catalog's files.
+    fn inputs_digest(&self) -> Result<String, BuildError> {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(self.root_recipe());
+        h.update(format!(
+            "{:?} {:?} {}",
+            self.board, self.url_base, self.version
+        ));
+        let builder = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
+        for file in [&self.ddaemon, &self.init, &builder] {
+            h.update(digest_file(file)?.1);
+        }
+        let mut files = Vec::new();
+        list_files(&self.catalog, &mut files)?;
+        files.sort();
+        for file in files {
+            h.update(
+                file.strip_prefix(&self.catalog)
+                    .unwrap_or(&file)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
+            h.update(digest_file(&file)?.1);
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
     }
 
     /// `path` inside the root filesystem, its folder created.
@@ -362,76 +499,212 @@ impl BuildOptions {
         Ok(())
     }
 
-    /// The FAT boot partition as a file: kernel, initrd, systemd-boot.
+    /// The FAT boot partition as a file: kernel, initrd, and what the
+    /// board's firmware starts (systemd-boot, or the Pi's firmware files).
     fn boot_partition(&self) -> Result<PathBuf, BuildError> {
-        step("making the boot partition (FAT, systemd-boot)");
+        let staging = self.work_dir.join("boot");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+        }
+        std::fs::create_dir_all(&staging).map_err(io(&staging))?;
         let root = self.root_dir();
-        let find = |prefix: &str| -> Result<PathBuf, BuildError> {
-            let boot = root.join("boot");
-            let mut found: Vec<PathBuf> = std::fs::read_dir(&boot)
-                .map_err(io(&boot))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(prefix))
-                })
-                .collect();
-            found.sort();
-            found.pop().ok_or_else(|| {
-                BuildError::Unsupported(format!("no {prefix}* in the root filesystem's /boot"))
-            })
+        let kernel = newest(&root.join("boot"), "vmlinuz-")?;
+        let initrd = newest(&root.join("boot"), "initrd.img-")?;
+        std::fs::copy(&kernel, staging.join("vmlinuz")).map_err(io(&kernel))?;
+        std::fs::copy(&initrd, staging.join("initrd.img")).map_err(io(&initrd))?;
+        let console = &self.board.console;
+        let options = |root_device: &str, tty: &str| {
+            format!(
+                "root={root_device} rootfstype=erofs ro init=/sbin/ddaemon-init console={tty} console={console} {}",
+                self.board.cmdline
+            )
         };
-        let kernel = find("vmlinuz-")?;
-        let initrd = find("initrd.img-")?;
-        let efi_arch = match self.board.arch {
-            ddaemon_boards::Arch::Amd64 => "x64",
-            ddaemon_boards::Arch::Arm64 => "aa64",
-        };
-        let loader = root.join(format!(
-            "usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi"
-        ));
+        match self.board.boot {
+            BootMethod::Uefi => {
+                step("making the boot partition (FAT, systemd-boot)");
+                self.systemd_boot(&staging, &options("PARTLABEL=root-a", "tty0"))?;
+            }
+            BootMethod::RaspberryPiFirmware => {
+                step("making the boot partition (FAT, Raspberry Pi firmware)");
+                // No partition names on MBR: the root is partition 2 by the disk's id.
+                let partuuid = format!("{:08x}-02", layout::mbr_disk_id(&self.disk_seed()));
+                self.pi_firmware(
+                    &staging,
+                    &kernel,
+                    &options(&format!("PARTUUID={partuuid}"), "tty1"),
+                )?;
+            }
+        }
         let img = self.work_dir.join("boot.img");
         let _ = std::fs::remove_file(&img);
         run(Command::new("mkfs.vfat")
             .args(["-F", "32", "-n", "BOOT", "-i", "dd000001", "-C"])
             .arg(&img)
-            .arg((256 * 1024).to_string()))?;
-        let console = &self.board.console;
-        let entry = format!(
-            "title ddaemon (slot A)\nlinux /vmlinuz\ninitrd /initrd.img\n\
-             options root=PARTLABEL=root-a rootfstype=erofs ro init=/sbin/ddaemon-init console=tty0 console={console} {}\n",
-            self.board.cmdline
-        );
-        let staging = self.work_dir.join("esp");
-        if staging.exists() {
-            std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
-        }
+            .arg((BOOT_SIZE / 1024).to_string()))?;
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(&staging)
+            .map_err(io(&staging))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        // Sorted: the FAT's directory order is the same every build.
+        entries.sort();
+        run(Command::new("mcopy")
+            .env("SOURCE_DATE_EPOCH", self.source_date_epoch.to_string())
+            .args(["-s", "-m", "-i"])
+            .arg(&img)
+            .args(&entries)
+            .arg("::/"))?;
+        Ok(img)
+    }
+
+    /// systemd-boot as the removable-media loader, one entry for slot A.
+    fn systemd_boot(&self, staging: &Path, options: &str) -> Result<(), BuildError> {
+        let efi_arch = match self.board.arch {
+            ddaemon_boards::Arch::Amd64 => "x64",
+            ddaemon_boards::Arch::Arm64 => "aa64",
+        };
+        let loader = self.root_dir().join(format!(
+            "usr/lib/systemd/boot/efi/systemd-boot{efi_arch}.efi"
+        ));
         for dir in ["EFI/BOOT", "loader/entries"] {
-            std::fs::create_dir_all(staging.join(dir)).map_err(io(&staging))?;
+            std::fs::create_dir_all(staging.join(dir)).map_err(io(staging))?;
         }
         std::fs::copy(
             &loader,
             staging.join(format!("EFI/BOOT/BOOT{}.EFI", efi_arch.to_uppercase())),
         )
         .map_err(io(&loader))?;
-        std::fs::copy(&kernel, staging.join("vmlinuz")).map_err(io(&kernel))?;
-        std::fs::copy(&initrd, staging.join("initrd.img")).map_err(io(&initrd))?;
         std::fs::write(
             staging.join("loader/loader.conf"),
             "default root-a.conf\ntimeout 0\n",
         )
-        .map_err(io(&staging))?;
-        std::fs::write(staging.join("loader/entries/root-a.conf"), entry).map_err(io(&staging))?;
-        let mut mcopy = Command::new("mcopy");
-        mcopy
-            .env("SOURCE_DATE_EPOCH", self.source_date_epoch.to_string())
-            .args(["-s", "-m", "-i"])
-            .arg(&img);
-        for entry in ["EFI", "loader", "vmlinuz", "initrd.img"] {
-            mcopy.arg(staging.join(entry));
-        }
-        run(mcopy.arg("::/"))?;
-        Ok(img)
+        .map_err(io(staging))?;
+        let entry = format!(
+            "title ddaemon (slot A)\nlinux /vmlinuz\ninitrd /initrd.img\noptions {options}\n"
+        );
+        std::fs::write(staging.join("loader/entries/root-a.conf"), entry).map_err(io(staging))
     }
+
+    /// The Pi's boot files: Debian's raspi-firmware blobs, the kernel's
+    /// Broadcom device trees, `config.txt` and `cmdline.txt`, laid out as
+    /// Debian's own raspi-firmware hook does on a Pi.
+    fn pi_firmware(&self, staging: &Path, kernel: &Path, options: &str) -> Result<(), BuildError> {
+        let root = self.root_dir();
+        let firmware = root.join("usr/lib/raspi-firmware");
+        copy_files(&firmware, staging, |_| true)?;
+        // vmlinuz-6.12.x-arm64 → /usr/lib/linux-image-6.12.x-arm64/broadcom
+        let version = kernel
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("vmlinuz-"))
+            .unwrap_or_default();
+        let dtbs = root.join(format!("usr/lib/linux-image-{version}/broadcom"));
+        copy_files(&dtbs, staging, |name| name.ends_with(".dtb"))?;
+        let Some(device_tree) = &self.board.device_tree else {
+            return Err(BuildError::Unsupported(format!(
+                "board {}: a Raspberry Pi board needs device_tree",
+                self.board.id
+            )));
+        };
+        if !staging.join(device_tree).exists() {
+            return Err(BuildError::Unsupported(format!(
+                "board {}: device_tree {device_tree} is not among the kernel's device trees in {}",
+                self.board.id,
+                dtbs.display()
+            )));
+        }
+        let config = format!(
+            "# Written by ddaemon's image builder for {title}.
+# The 64-bit Debian kernel, with the mainline device tree.
+arm_64bit=1
+upstream_kernel=1
+kernel=vmlinuz
+initramfs initrd.img followkernel
+device_tree={device_tree}
+# The serial console on the header's pins 8 and 10.
+enable_uart=1
+# A home server needs little graphics memory.
+gpu_mem=16
+disable_splash=1
+",
+            title = self.board.title
+        );
+        std::fs::write(staging.join("config.txt"), config).map_err(io(staging))?;
+        std::fs::write(staging.join("cmdline.txt"), format!("{options}\n")).map_err(io(staging))
+    }
+}
+
+/// A file's size and sha256 (hex).
+fn digest_file(path: &Path) -> Result<(u64, String), BuildError> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(io(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    let hex = hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((size, hex))
+}
+
+/// Every regular file under `dir`, recursively.
+fn list_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), BuildError> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let kind = entry.file_type().map_err(io(dir))?;
+        if kind.is_dir() {
+            list_files(&entry.path(), out)?;
+        } else if kind.is_file() {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// The last (by name) file in `dir` whose name starts with `prefix`.
+fn newest(dir: &Path, prefix: &str) -> Result<PathBuf, BuildError> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    found.sort();
+    found
+        .pop()
+        .ok_or_else(|| BuildError::Unsupported(format!("no {prefix}* in {}", dir.display())))
+}
+
+/// Copies the regular files of `from` whose names pass `keep` into `to`.
+fn copy_files(from: &Path, to: &Path, keep: impl Fn(&str) -> bool) -> Result<(), BuildError> {
+    let mut copied = 0;
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if entry.file_type().map_err(io(from))?.is_file() && keep(name) {
+            std::fs::copy(entry.path(), to.join(name)).map_err(io(&entry.path()))?;
+            copied += 1;
+        }
+    }
+    if copied == 0 {
+        return Err(BuildError::Unsupported(format!(
+            "nothing to copy from {}",
+            from.display()
+        )));
+    }
+    Ok(())
 }

@@ -195,6 +195,13 @@ fn mbr_entry(boot: bool, kind: u8, start_lba: u64, sectors: u64) -> [u8; 16] {
     e
 }
 
+/// The MBR disk id `table_bytes` writes for `seed`: the first half of
+/// `PARTUUID=xxxxxxxx-NN` on an MBR disk.
+pub fn mbr_disk_id(seed: &str) -> u32 {
+    let id = derived_guid(&format!("{seed}/disk"));
+    u32::from_le_bytes([id[0], id[1], id[2], id[3]])
+}
+
 fn mbr(entries: &[[u8; 16]], disk_id: u32) -> [u8; 512] {
     let mut s = [0u8; 512];
     s[440..444].copy_from_slice(&disk_id.to_le_bytes());
@@ -229,9 +236,7 @@ impl Layout {
                         )
                     })
                     .collect();
-                let id = derived_guid(&format!("{seed}/disk"));
-                let disk_id = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
-                vec![(0, mbr(&entries, disk_id).to_vec())]
+                vec![(0, mbr(&entries, mbr_disk_id(seed)).to_vec())]
             }
             PartitionTable::Gpt => self.gpt_bytes(seed),
         }

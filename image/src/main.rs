@@ -16,7 +16,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build `ddaemon-BOARD-VERSION.img.zst` and its sha256.
+    /// Build `ddaemon-BOARD-VERSION.img.xz`, its sha256 and, for a Pi, its
+    /// Raspberry Pi Imager entry.
     Build {
         /// A board of the boards folder (x86_64-efi, qemu-arm64, rpi4, rpi5).
         #[arg(long)]
@@ -27,10 +28,12 @@ enum Command {
         /// Where the image goes.
         #[arg(long, default_value = "target/images")]
         out: PathBuf,
-        /// Scratch space for the root filesystem and partitions.
+        /// Scratch space for the root filesystem and partitions (a folder
+        /// per board inside it).
         #[arg(long, default_value = "target/image-work")]
         work: PathBuf,
-        /// Downloaded Debian packages, kept between builds (delete it any time).
+        /// Downloaded Debian packages, kept between builds (a folder per
+        /// architecture inside it; delete it any time).
         #[arg(long, default_value = "target/image-cache")]
         cache: PathBuf,
         /// The ddaemon binary built for the board.
@@ -42,6 +45,10 @@ enum Command {
         /// The app catalog.
         #[arg(long, default_value = "appliance/catalog")]
         catalog: PathBuf,
+        /// Where the image will be published (https://…/images), for the
+        /// Raspberry Pi Imager entry; by default it names the built file.
+        #[arg(long, value_name = "URL")]
+        url_base: Option<String>,
     },
 }
 
@@ -57,6 +64,7 @@ fn main() -> ExitCode {
             ddaemon,
             init,
             catalog,
+            url_base,
         } => {
             let board = match ddaemon_boards::load(&boards, &board) {
                 Ok(b) => b,
@@ -71,15 +79,16 @@ fn main() -> ExitCode {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let options = BuildOptions {
+                work_dir: work.join(&board.id),
+                cache_dir: cache.join(board.arch.debian_name()),
                 board,
                 out_dir: out,
-                work_dir: work,
-                cache_dir: cache,
                 ddaemon,
                 init,
                 catalog,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 source_date_epoch,
+                url_base,
             };
             match options.build() {
                 Ok(_) => ExitCode::SUCCESS,

@@ -15,7 +15,7 @@ use super::session::ApiSession;
 use super::state::AppState;
 use crate::auth::{LoginError, LoginOk};
 use crate::setup::{ADMIN_USER, SetupError, SetupRequest, run_setup};
-use crate::system::{SystemInfo, read_system_info};
+use crate::system::{PowerAction, PowerError, SystemInfo, read_system_info};
 
 /// `GET /api/v1/health`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -206,6 +206,40 @@ pub async fn system(
     _session: ApiSession,
 ) -> Result<Json<SystemInfo>, ApiError> {
     Ok(Json(system_info(&state).await?))
+}
+
+/// `POST /api/v1/system/power`: what to do.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PowerRequest {
+    /// `restart` or `power-off`.
+    pub action: PowerAction,
+}
+
+/// Restarts or shuts down the device. Answers 202 once systemd has the job;
+/// the device goes away moments later. 409 where the supervisor does not
+/// control its machine (a development run).
+#[utoipa::path(post, path = "/api/v1/system/power", tag = "system",
+    security(("session" = [])),
+    request_body = PowerRequest,
+    responses((status = 202), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn power(
+    State(state): State<AppState>,
+    _session: ApiSession,
+    ApiJson(request): ApiJson<PowerRequest>,
+) -> Result<StatusCode, ApiError> {
+    request_power(&state, request.action).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// The one path from the page and the API to systemd.
+pub async fn request_power(state: &AppState, action: PowerAction) -> Result<(), ApiError> {
+    state.power.request(action).await.map_err(|e| match e {
+        PowerError::NotAllowed => {
+            ApiError::new(StatusCode::CONFLICT, "power_unavailable", e.to_string())
+        }
+        PowerError::Systemctl { .. } => ApiError::internal(&e),
+    })
 }
 
 /// Reads the System page's facts.

@@ -40,6 +40,8 @@ pub struct AppState {
     pub apps: AppManager,
     /// The names announced over mDNS.
     pub mdns: Mdns,
+    /// Restart and shut down (only on the device itself).
+    pub power: crate::system::Power,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -62,6 +64,7 @@ pub struct Parts {
     pub proxy: Proxy,
     pub apps: AppManager,
     pub mdns: Mdns,
+    pub power: crate::system::Power,
 }
 
 impl AppState {
@@ -82,6 +85,7 @@ impl AppState {
             proxy,
             apps,
             mdns,
+            power,
         } = parts;
         let hasher = PasswordHasher::default();
         Self {
@@ -99,6 +103,7 @@ impl AppState {
             catalog: Arc::new(catalog),
             apps,
             mdns,
+            power,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }

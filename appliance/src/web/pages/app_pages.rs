@@ -88,7 +88,7 @@ fn icon(id: &str, title: &str, catalog: &[CatalogApp]) -> Markup {
     }
 }
 
-fn csrf_field(session: &PageSession) -> Markup {
+pub(super) fn csrf_field(session: &PageSession) -> Markup {
     html! { input type="hidden" name="csrf_token" value=(session.0.csrf_token.as_deref().unwrap_or_default()); }
 }
 

@@ -2,6 +2,7 @@
 //! until their modules land; System shows the device's state. (Apps has its
 //! own module, `app_pages`.)
 
+use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -9,7 +10,12 @@ use maud::{Markup, html};
 
 use super::layout::{bare, dashboard};
 use crate::system::{format_bytes, format_duration};
-use crate::web::api::system_info;
+use serde::Deserialize;
+
+use super::app_pages::csrf_field;
+use crate::system::PowerAction;
+use crate::web::api::{request_power, system_info};
+use crate::web::api_error::ApiError;
 use crate::web::session::PageSession;
 use crate::web::state::AppState;
 
@@ -52,7 +58,55 @@ pub async fn domain(State(state): State<AppState>, session: PageSession) -> Resp
 
 /// `/system`.
 pub async fn system(State(state): State<AppState>, session: PageSession) -> Response {
-    let info = match system_info(&state).await {
+    system_page(&state, &session, None).await
+}
+
+/// The System page's power form.
+#[derive(Debug, Deserialize)]
+pub struct PowerForm {
+    csrf_token: String,
+    action: String,
+    confirm: Option<String>,
+}
+
+/// `POST /system/power`: restart or shut down, from the System page.
+pub async fn power_submit(
+    State(state): State<AppState>,
+    session: PageSession,
+    Form(form): Form<PowerForm>,
+) -> Response {
+    if !session.0.csrf_ok(Some(&form.csrf_token)) {
+        return ApiError::csrf("the form is stale; reload the page and try again").into_response();
+    }
+    let (action, going) = match form.action.as_str() {
+        "restart" => (PowerAction::Restart, "restarting"),
+        "power-off" if form.confirm.is_some() => (PowerAction::PowerOff, "shutting down"),
+        "power-off" => {
+            let message = "Tick the box to confirm: once off, the device starts again only from its power button or by unplugging it.";
+            return system_page(&state, &session, Some(message.to_owned())).await;
+        }
+        other => {
+            let message =
+                format!("{other:?} is not something the device can do; use the page's buttons");
+            return system_page(&state, &session, Some(message)).await;
+        }
+    };
+    if let Err(err) = request_power(&state, action).await {
+        return system_page(&state, &session, Some(err.message())).await;
+    }
+    let body = html! {
+        p { "The device is " (going) ". " @if action == PowerAction::Restart {
+            "This page answers again in a minute or two; "
+            a href="/system" { "reload it" } " then."
+        } @else {
+            "It is safe to unplug it once its lights stop blinking."
+        } }
+    };
+    section(&state, &session, "/system", "System", body).await
+}
+
+async fn system_page(state: &AppState, session: &PageSession, message: Option<String>) -> Response {
+    let info = match system_info(state).await {
         Ok(info) => info,
         Err(err) => return err.into_response(),
     };
@@ -92,8 +146,23 @@ pub async fn system(State(state): State<AppState>, session: PageSession) -> Resp
             dt { "Android" } dd { "Settings, Security, Encryption and credentials, Install a certificate, CA certificate." }
             dt { "Linux" } dd { "Copy it to /usr/local/share/ca-certificates/ddaemon.crt and run update-ca-certificates; Firefox has its own list under Settings, Certificates." }
         }
+        h2 id="power" { "Restart or shut down" }
+        @if let Some(message) = &message { p.form-error role="alert" { (message) } }
+        @if state.power.allowed() {
+            form method="post" action="/system/power" {
+                (csrf_field(session))
+                button name="action" value="restart" { "Restart" }
+            }
+            form method="post" action="/system/power" {
+                (csrf_field(session))
+                label { input type="checkbox" name="confirm" value="yes"; " Shut down: apps stop, and the device starts again only from its power button or by unplugging it" }
+                button name="action" value="power-off" { "Shut down" }
+            }
+        } @else {
+            p.empty { "This supervisor does not control the machine it runs on; restart or shut down the machine itself." }
+        }
     };
-    section(&state, &session, "/system", "System", body).await
+    section(state, session, "/system", "System", body).await
 }
 
 /// Any other path: on a fresh device, the wizard; otherwise a 404 page.
