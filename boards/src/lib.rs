@@ -125,6 +125,11 @@ pub struct Board {
     /// in the image's `os_list` entry.
     #[serde(default)]
     pub imager_devices: Vec<String>,
+    /// The kernel modules the initramfs holds to reach the root disk (its
+    /// storage controllers); empty: Debian's broad set (`MODULES=most`),
+    /// several times larger and slower to load.
+    #[serde(default)]
+    pub initramfs_modules: Vec<String>,
     pub debian: DebianPackages,
     pub reset_button: ResetButton,
     #[serde(default)]
@@ -271,6 +276,17 @@ fn check(b: &Board, path: &Path) -> Vec<Problem> {
             "root= and init= are the image builder's; leave them out".into(),
         );
     }
+    if let Some(m) = b.initramfs_modules.iter().find(|m| {
+        m.is_empty()
+            || !m
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+    }) {
+        bad(
+            "initramfs_modules",
+            format!("{m:?} is not a kernel module name (as modprobe takes it, e.g. \"nvme\")"),
+        );
+    }
     if b.debian.kernel.is_empty() {
         bad("debian.kernel", "name the kernel package".into());
     }
@@ -366,6 +382,10 @@ mod tests {
             .replace("device_tree = \"bcm2711-rpi-4-b.dtb\"\n", "")
             .replace("chip = \"gpiochip0\"", "chip = \"0\"")
             .replace("imager_devices = [\"pi4-64bit\"]\n", "")
+            .replace(
+                "proven = ",
+                "initramfs_modules = [\"nvme; rm -rf /\"]\nproven = ",
+            )
             .replace("cmdline = \"quiet\"", "cmdline = \"quiet root=/dev/sda2\"");
         let err = parse(&broken, Path::new("boards/rpi4.toml")).expect_err("broken");
         let BoardError::Invalid { problems, .. } = &err else {
@@ -379,6 +399,7 @@ mod tests {
             "reset_button.chip",
             "cmdline",
             "imager_devices",
+            "initramfs_modules",
         ] {
             assert!(fields.contains(&f), "{f} missing from {fields:?}");
         }

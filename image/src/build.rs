@@ -106,6 +106,9 @@ const APPLIANCE_PACKAGES: &[&str] = &[
     "nftables",
     "ca-certificates",
     "libseccomp2",
+    // The initramfs is compressed with zstd only when zstd is there (gzip
+    // otherwise, slower to unpack at every boot).
+    "zstd",
     // Shares (issue 7) and remote access (issue 9); their services stay
     // off until the owner makes a share or a tunnel.
     "samba",
@@ -113,21 +116,13 @@ const APPLIANCE_PACKAGES: &[&str] = &[
     "wireguard-tools",
 ];
 
-/// Run after Debian's essential packages, before the kernel: the initramfs
-/// must mount an erofs root, and an initramfs hook of our own says so before
-/// the kernel's installation makes the (only) initramfs. (Writing Debian's
-/// `modules` file instead would mean a second initramfs run, minutes under
-/// qemu-user for arm64.)
-const ESSENTIAL_HOOKS: &[&str] = &[
-    "mkdir -p \"$1/etc/initramfs-tools/hooks\" && printf '#!/bin/sh\\n[ \"$1\" = prereqs ] && exit 0\\n. /usr/share/initramfs-tools/hook-functions\\nmanual_add_modules erofs\\n' > \"$1/etc/initramfs-tools/hooks/ddaemon-erofs\" && chmod 755 \"$1/etc/initramfs-tools/hooks/ddaemon-erofs\"",
-];
-
 /// Run in the root once Debian is installed (mmdebstrap customize hooks;
 /// `$1` is the root). Part of the root's recipe: changing one rebuilds it.
 const CUSTOMIZE_HOOKS: &[&str] = &[
     // ddaemon starts smbd and the NFS server when there is something to
     // share; NetBIOS and the AD domain controller are never wanted.
-    "chroot \"$1\" systemctl disable smbd.service nfs-server.service",
+    // rpcbind only serves NFSv3; it listens on port 111 for nothing until then.
+    "chroot \"$1\" systemctl disable smbd.service nfs-server.service rpcbind.service rpcbind.socket",
     "chroot \"$1\" systemctl mask nmbd.service samba-ad-dc.service",
 ];
 
@@ -339,6 +334,8 @@ impl BuildOptions {
             self.board.arch.debian_name()
         ));
         let cache = self.cache_dir.display().to_string();
+        let initramfs =
+            std::fs::canonicalize(self.write_initramfs_files()?).map_err(io(&self.work_dir))?;
         run(Command::new("mmdebstrap")
             .env("SOURCE_DATE_EPOCH", self.source_date_epoch.to_string())
             .arg("--variant=minbase")
@@ -356,11 +353,15 @@ impl BuildOptions {
             .arg(format!(
                 "--customize-hook=sync-out /var/cache/apt/archives '{cache}'"
             ))
-            .args(
-                ESSENTIAL_HOOKS
-                    .iter()
-                    .map(|h| format!("--essential-hook={h}")),
-            )
+            // After Debian's essential packages, before the kernel: the
+            // initramfs settings are in place when the kernel's installation
+            // makes the (only) initramfs; a second run would cost minutes
+            // under qemu-user for arm64.
+            .arg("--essential-hook=mkdir -p \"$1/etc/initramfs-tools\"")
+            .arg(format!(
+                "--essential-hook=copy-in {0}/hooks {0}/conf.d /etc/initramfs-tools/",
+                initramfs.display()
+            ))
             .args(
                 CUSTOMIZE_HOOKS
                     .iter()
@@ -385,17 +386,58 @@ impl BuildOptions {
         packages
     }
 
+    /// The initramfs hook: the modules it must hold to mount the root.
+    fn initramfs_hook(&self) -> String {
+        let mut modules = vec!["erofs"];
+        modules.extend(self.board.initramfs_modules.iter().map(String::as_str));
+        format!(
+            "#!/bin/sh\n# ddaemon: what the initramfs needs to mount the read-only root.\n\
+             [ \"$1\" = prereqs ] && exit 0\n\
+             . /usr/share/initramfs-tools/hook-functions\n\
+             manual_add_modules {}\n",
+            modules.join(" ")
+        )
+    }
+
+    /// initramfs-tools settings: only the board's modules when it lists
+    /// them (a smaller initramfs boots faster), Debian's broad set otherwise.
+    fn initramfs_conf(&self) -> String {
+        let modules = if self.board.initramfs_modules.is_empty() {
+            "most"
+        } else {
+            "list"
+        };
+        format!("MODULES={modules}\nCOMPRESS=zstd\n")
+    }
+
+    /// The initramfs files copied into the root before the kernel is installed.
+    fn write_initramfs_files(&self) -> Result<PathBuf, BuildError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.work_dir.join("initramfs");
+        for sub in ["hooks", "conf.d"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir))?;
+        }
+        let hook = dir.join("hooks/ddaemon");
+        std::fs::write(&hook, self.initramfs_hook()).map_err(io(&hook))?;
+        std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))
+            .map_err(io(&hook))?;
+        let conf = dir.join("conf.d/ddaemon");
+        std::fs::write(&conf, self.initramfs_conf()).map_err(io(&conf))?;
+        Ok(dir)
+    }
+
     /// Everything the Debian root is made from.
     fn root_recipe(&self) -> String {
         let d = &self.board.debian;
         format!(
-            "{} {} {} {} {} {} {} {}\n",
+            "{} {} {} {} {} {} {} {} {}\n",
             d.suite,
             self.board.arch.debian_name(),
             d.components.join(","),
             self.packages().join(","),
             PATH_EXCLUDES.join(","),
-            ESSENTIAL_HOOKS.join(";"),
+            self.initramfs_hook(),
+            self.initramfs_conf(),
             CUSTOMIZE_HOOKS.join(";"),
             self.source_date_epoch
         )
@@ -513,9 +555,11 @@ impl BuildOptions {
         std::fs::copy(&kernel, staging.join("vmlinuz")).map_err(io(&kernel))?;
         std::fs::copy(&initrd, staging.join("initrd.img")).map_err(io(&initrd))?;
         let console = &self.board.console;
+        // gpt_auto off: systemd would otherwise try to automount the boot
+        // partition on /efi, which a read-only root cannot hold.
         let options = |root_device: &str, tty: &str| {
             format!(
-                "root={root_device} rootfstype=erofs ro init=/sbin/ddaemon-init console={tty} console={console} {}",
+                "root={root_device} rootfstype=erofs ro init=/sbin/ddaemon-init systemd.gpt_auto=no console={tty} console={console} {}",
                 self.board.cmdline
             )
         };
