@@ -288,6 +288,18 @@ impl Vm {
         }
     }
 
+    /// Completes the setup wizard through the API (which also logs in).
+    fn set_up(&mut self, device_name: &str) {
+        let body = format!(
+            r#"{{"device_name":"{device_name}","password":"{PASSWORD}","password_confirm":"{PASSWORD}","timezone":"UTC"}}"#
+        );
+        assert!(
+            self.post("/api/v1/setup", &body).is_some(),
+            "setup failed:\n{}",
+            self.serial_tail()
+        );
+    }
+
     fn login(&mut self) {
         let body = format!(r#"{{"password":"{PASSWORD}"}}"#);
         assert!(
@@ -369,14 +381,7 @@ fn the_x86_64_image_boots_keeps_its_setup_and_grows_its_data() {
     let (health, seconds) = vm.wait_for_health(started);
     eprintln!("first boot: /api/v1/health answered after {seconds:.1} s");
     assert_eq!(health["setup_complete"], false, "{health}");
-    let setup = format!(
-        r#"{{"device_name":"bootdev","password":"{PASSWORD}","password_confirm":"{PASSWORD}","timezone":"UTC"}}"#
-    );
-    assert!(
-        vm.post("/api/v1/setup", &setup).is_some(),
-        "setup failed:\n{}",
-        vm.serial_tail()
-    );
+    vm.set_up("bootdev");
     vm.power_off();
 
     let started = Instant::now();
@@ -427,13 +432,6 @@ fn the_arm64_image_boots_to_its_setup_page() {
     eprintln!("arm64 first boot: /api/v1/health answered after {seconds:.1} s");
     assert_eq!(health["setup_complete"], false, "{health}");
     assert_eq!(health["status"], "ok", "{health}");
-    let setup = format!(
-        r#"{{"device_name":"armdev","password":"{PASSWORD}","password_confirm":"{PASSWORD}","timezone":"UTC"}}"#
-    );
-    assert!(
-        vm.post("/api/v1/setup", &setup).is_some(),
-        "setup failed:\n{}",
-        vm.serial_tail()
-    );
+    vm.set_up("armdev");
     vm.power_off();
 }
