@@ -136,7 +136,7 @@ impl PressPattern {
         let was_pressed = self.pressed;
         self.pressed = level;
         self.since = at;
-        if !(was_pressed && !level) {
+        if !was_pressed || level {
             return None;
         }
         // Released: what the hold meant is decided now.
