@@ -118,7 +118,8 @@ pub struct Board {
     /// Added to the kernel command line.
     #[serde(default)]
     pub cmdline: String,
-    /// The device tree file the firmware loads (Pi boards).
+    /// The board's own device tree (Pi boards): the build checks the
+    /// kernel ships it; the firmware picks the tree for the exact model.
     #[serde(default)]
     pub device_tree: Option<String>,
     /// Raspberry Pi Imager's device tags for the board (`pi4-64bit`), put

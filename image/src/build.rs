@@ -656,18 +656,17 @@ impl BuildOptions {
                 dtbs.display()
             )));
         }
+        // No device_tree= line: the firmware picks the mainline tree that
+        // fits the model it runs on (a Pi 400 or a CM4 as well as a 4 B).
         let config = format!(
             "# Written by ddaemon's image builder for {title}.
-# The 64-bit Debian kernel, with the mainline device tree.
+# The 64-bit Debian kernel, with the mainline device trees beside it.
 arm_64bit=1
 upstream_kernel=1
 kernel=vmlinuz
 initramfs initrd.img followkernel
-device_tree={device_tree}
 # The serial console on the header's pins 8 and 10.
 enable_uart=1
-# A home server needs little graphics memory.
-gpu_mem=16
 disable_splash=1
 ",
             title = self.board.title
@@ -751,4 +750,110 @@ fn copy_files(from: &Path, to: &Path, keep: impl Fn(&str) -> bool) -> Result<(),
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(board: &str, work: &Path) -> BuildOptions {
+        BuildOptions {
+            board: ddaemon_boards::load(&ddaemon_boards::source_dir(), board).expect("board"),
+            out_dir: work.join("out"),
+            work_dir: work.to_owned(),
+            cache_dir: work.join("cache"),
+            ddaemon: work.join("ddaemon"),
+            init: work.join("ddaemon-init"),
+            catalog: work.join("catalog"),
+            version: "1.0".into(),
+            source_date_epoch: 0,
+            url_base: None,
+        }
+    }
+
+    /// A root with what Debian's kernel and raspi-firmware packages install.
+    fn fake_pi_root(work: &Path, trees: &[&str]) {
+        let root = work.join("root");
+        for dir in [
+            "boot",
+            "usr/lib/raspi-firmware",
+            "usr/lib/linux-image-6.12.1-arm64/broadcom",
+        ] {
+            std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+        }
+        for file in [
+            "boot/vmlinuz-6.12.1-arm64",
+            "boot/initrd.img-6.12.1-arm64",
+            "usr/lib/raspi-firmware/start4.elf",
+            "usr/lib/raspi-firmware/fixup4.dat",
+        ] {
+            std::fs::write(root.join(file), file).expect("write");
+        }
+        for tree in trees {
+            let path = root
+                .join("usr/lib/linux-image-6.12.1-arm64/broadcom")
+                .join(tree);
+            std::fs::write(path, "dtb").expect("write");
+        }
+    }
+
+    #[test]
+    fn the_pi_boot_partition_boots_the_root_by_the_disks_own_id() {
+        let work = tempfile::tempdir().expect("tempdir");
+        fake_pi_root(work.path(), &["bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb"]);
+        let o = options("rpi4", work.path());
+        let staging = work.path().join("boot");
+        std::fs::create_dir_all(&staging).expect("mkdir");
+        let kernel = work.path().join("root/boot/vmlinuz-6.12.1-arm64");
+        o.pi_firmware(&staging, &kernel, "root=X")
+            .expect("firmware");
+        for file in [
+            "start4.elf",
+            "fixup4.dat",
+            "bcm2711-rpi-4-b.dtb",
+            "bcm2711-rpi-400.dtb",
+        ] {
+            assert!(staging.join(file).exists(), "{file} on the boot partition");
+        }
+        let config = std::fs::read_to_string(staging.join("config.txt")).expect("config.txt");
+        for line in [
+            "arm_64bit=1",
+            "kernel=vmlinuz",
+            "initramfs initrd.img followkernel",
+        ] {
+            assert!(config.lines().any(|l| l == line), "{line} in:\n{config}");
+        }
+        // The partition table the image gets carries the id the command line names.
+        let id = layout::mbr_disk_id(&o.disk_seed());
+        let plan = layout::plan(
+            o.board.partition_table,
+            o.board.arch,
+            Sizes {
+                boot: BOOT_SIZE,
+                root: 512 * MIB,
+                data: 64 * MIB,
+            },
+        )
+        .expect("plan");
+        let table = plan.table_bytes(&o.disk_seed());
+        let mbr = &table[0].1;
+        assert_eq!(
+            u32::from_le_bytes([mbr[440], mbr[441], mbr[442], mbr[443]]),
+            id
+        );
+    }
+
+    #[test]
+    fn a_kernel_without_the_boards_device_tree_is_refused_by_name() {
+        let work = tempfile::tempdir().expect("tempdir");
+        fake_pi_root(work.path(), &["bcm2837-rpi-3-b.dtb"]);
+        let o = options("rpi5", work.path());
+        let staging = work.path().join("boot");
+        std::fs::create_dir_all(&staging).expect("mkdir");
+        let kernel = work.path().join("root/boot/vmlinuz-6.12.1-arm64");
+        let err = o
+            .pi_firmware(&staging, &kernel, "root=X")
+            .expect_err("no bcm2712 tree");
+        assert!(err.to_string().contains("bcm2712-rpi-5-b.dtb"), "{err}");
+    }
 }
