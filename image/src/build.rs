@@ -201,6 +201,14 @@ impl BuildOptions {
         format!("ddaemon-{}-{}.img", self.board.id, self.version)
     }
 
+    /// Makes (or reuses) the Debian root filesystem and nothing else.
+    pub fn debian_root_only(&self) -> Result<(), BuildError> {
+        for dir in [&self.work_dir, &self.cache_dir] {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        self.debian_root()
+    }
+
     /// Runs every step; returns the compressed image's path.
     pub fn build(&self) -> Result<PathBuf, BuildError> {
         let started = Instant::now();

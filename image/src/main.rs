@@ -37,11 +37,16 @@ enum Command {
         #[arg(long, default_value = "target/image-cache")]
         cache: PathBuf,
         /// The ddaemon binary built for the board.
-        #[arg(long)]
-        ddaemon: PathBuf,
+        #[arg(long, required_unless_present = "root_only")]
+        ddaemon: Option<PathBuf>,
         /// The ddaemon-init binary built for the board.
+        #[arg(long, required_unless_present = "root_only")]
+        init: Option<PathBuf>,
+        /// Only make (or reuse) the board's Debian root filesystem: the
+        /// slow part, which needs no ddaemon binaries, so it can run while
+        /// they compile.
         #[arg(long)]
-        init: PathBuf,
+        root_only: bool,
         /// The app catalog.
         #[arg(long, default_value = "appliance/catalog")]
         catalog: PathBuf,
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
             init,
             catalog,
             url_base,
+            root_only,
         } => {
             let board = match ddaemon_boards::load(&boards, &board) {
                 Ok(b) => b,
@@ -83,15 +89,20 @@ fn main() -> ExitCode {
                 cache_dir: cache.join(board.arch.debian_name()),
                 board,
                 out_dir: out,
-                ddaemon,
-                init,
+                ddaemon: ddaemon.unwrap_or_default(),
+                init: init.unwrap_or_default(),
                 catalog,
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 source_date_epoch,
                 url_base,
             };
-            match options.build() {
-                Ok(_) => ExitCode::SUCCESS,
+            let built = if root_only {
+                options.debian_root_only()
+            } else {
+                options.build().map(drop)
+            };
+            match built {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     eprintln!("ddaemon-image: {err}");
                     ExitCode::FAILURE
