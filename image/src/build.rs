@@ -89,6 +89,12 @@ fn run(command: &mut Command) -> Result<(), BuildError> {
     }
 }
 
+/// The timestamp inside the Debian root (its initramfs, apt's records).
+/// Fixed rather than the build's own epoch, so a root is reused across
+/// commits while its recipe holds, and still the same for the same recipe;
+/// the erofs and FAT timestamps are the build's (`source_date_epoch`).
+const ROOT_EPOCH: u64 = 1_735_689_600; // 2025-01-01
+
 /// The packages every image has besides the board's own.
 const APPLIANCE_PACKAGES: &[&str] = &[
     "systemd",
@@ -345,7 +351,7 @@ impl BuildOptions {
         let initramfs =
             std::fs::canonicalize(self.write_initramfs_files()?).map_err(io(&self.work_dir))?;
         run(Command::new("mmdebstrap")
-            .env("SOURCE_DATE_EPOCH", self.source_date_epoch.to_string())
+            .env("SOURCE_DATE_EPOCH", ROOT_EPOCH.to_string())
             .arg("--variant=minbase")
             .arg(format!("--architectures={}", self.board.arch.debian_name()))
             .arg(format!("--components={}", d.components.join(",")))
@@ -438,7 +444,7 @@ impl BuildOptions {
     fn root_recipe(&self) -> String {
         let d = &self.board.debian;
         format!(
-            "{} {} {} {} {} {} {} {} {}\n",
+            "{} {} {} {} {} {} {} {} {ROOT_EPOCH}\n",
             d.suite,
             self.board.arch.debian_name(),
             d.components.join(","),
@@ -447,7 +453,6 @@ impl BuildOptions {
             self.initramfs_hook(),
             self.initramfs_conf(),
             CUSTOMIZE_HOOKS.join(";"),
-            self.source_date_epoch
         )
     }
 
@@ -458,8 +463,8 @@ impl BuildOptions {
         let mut h = sha2::Sha256::new();
         h.update(self.root_recipe());
         h.update(format!(
-            "{:?} {:?} {}",
-            self.board, self.url_base, self.version
+            "{:?} {:?} {} {}",
+            self.board, self.url_base, self.version, self.source_date_epoch
         ));
         let builder = std::env::current_exe().map_err(io(Path::new("/proc/self/exe")))?;
         for file in [&self.ddaemon, &self.init, &builder] {
