@@ -220,9 +220,11 @@ pub struct PowerRequest {
 /// the device goes away moments later. 409 where the supervisor does not
 /// control its machine (a development run).
 #[utoipa::path(post, path = "/api/v1/system/power", tag = "system",
-    security(("session" = [])),
+    security(("session" = [], "csrf" = [])),
     request_body = PowerRequest,
-    responses((status = 202), (status = 401, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 202), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 500, body = ErrorBody)))]
 pub async fn power(
     State(state): State<AppState>,
     _session: ApiSession,
