@@ -922,15 +922,23 @@ mod tests {
         assert_eq!(d.read(BOOT_SLOT).as_deref(), Some("a"));
     }
 
-    #[test]
-    fn a_damaged_filesystem_is_never_formatted() {
-        let mut d = x86(501);
+    /// An ext4 backup superblock at block 32768 of the data partition (what
+    /// survives when the primary one is lost or an image is flashed over
+    /// an old card); returns the partition for more writes.
+    fn plant_backup_superblock(d: &Device) -> std::fs::File {
         let f = OpenOptions::new()
             .write(true)
             .open(d.path("/dev/sda4"))
             .expect("device");
         f.write_all_at(&0xEF53u16.to_le_bytes(), 32768 * 4096 + 0x38)
             .expect("backup");
+        f
+    }
+
+    #[test]
+    fn a_damaged_filesystem_is_never_formatted() {
+        let mut d = x86(501);
+        let f = plant_backup_superblock(&d);
         // Group descriptors after the lost superblock: a used filesystem.
         f.write_all_at(&[1u8; 64], 4096).expect("descriptors");
         let outcome = d.boot();
@@ -952,12 +960,7 @@ mod tests {
         // The old data partition's backup superblock survives past the
         // image's end; the image's own (blank) data partition hides it.
         let mut d = x86(501);
-        let f = OpenOptions::new()
-            .write(true)
-            .open(d.path("/dev/sda4"))
-            .expect("device");
-        f.write_all_at(&0xEF53u16.to_le_bytes(), 32768 * 4096 + 0x38)
-            .expect("backup");
+        plant_backup_superblock(&d);
         assert_eq!(d.boot(), Outcome::default());
         assert!(d.events().contains(&MKFS), "{:?}", d.events());
         assert_eq!(d.mounted("/data"), Some("ext4"));

@@ -141,27 +141,19 @@ impl PressPattern {
         }
         // Released: what the hold meant is decided now.
         self.armed = None;
-        if held >= FACTORY_HOLD {
-            Some(Signal::Act(Request::FactoryReset))
-        } else if held >= SOFT_HOLD {
-            Some(Signal::Act(Request::SoftReset))
-        } else {
-            None
-        }
+        hold_request(held).map(Signal::Act)
     }
 
     fn while_held(&mut self, now: Duration) -> Option<Signal> {
         if !self.pressed {
             return None;
         }
-        let held = now.saturating_sub(self.since);
-        let reached = if held >= FACTORY_HOLD {
-            Request::FactoryReset
-        } else if held >= SOFT_HOLD {
-            Request::SoftReset
-        } else {
-            return None;
-        };
+        let reached = hold_request(now.saturating_sub(self.since))?;
+        self.arm(reached)
+    }
+
+    /// Signals a threshold once per hold or pattern.
+    fn arm(&mut self, reached: Request) -> Option<Signal> {
         if self.armed == Some(reached) {
             return None;
         }
@@ -173,35 +165,27 @@ impl PressPattern {
         let last = *self.presses.last()?;
         if now.saturating_sub(last) < PATTERN_SETTLE {
             // Say as soon as a pattern is reached, so the LED can confirm.
-            let count = self.count_within(last, FACTORY_WINDOW);
-            let reached = if count >= FACTORY_PRESSES {
-                Request::FactoryReset
-            } else if self.count_within(last, SOFT_WINDOW) >= SOFT_PRESSES {
-                Request::SoftReset
-            } else {
-                return None;
-            };
-            if self.armed == Some(reached) {
-                return None;
-            }
-            self.armed = Some(reached);
-            return Some(Signal::Armed(reached));
+            let reached = self.pattern(last)?;
+            return self.arm(reached);
         }
-        let request = if self.count_within(last, FACTORY_WINDOW) >= FACTORY_PRESSES {
-            Request::FactoryReset
-        } else if self.count_within(last, SOFT_WINDOW) >= SOFT_PRESSES {
-            Request::SoftReset
-        } else if self.presses.len() == 1 {
-            Request::PowerOff
-        } else {
-            // A few presses that make no pattern: nothing, on purpose.
-            self.presses.clear();
-            self.armed = None;
-            return None;
-        };
+        let request = self
+            .pattern(last)
+            .or((self.presses.len() == 1).then_some(Request::PowerOff));
+        // Decided, or a few presses that make no pattern: nothing, on purpose.
         self.presses.clear();
         self.armed = None;
-        Some(Signal::Act(request))
+        request.map(Signal::Act)
+    }
+
+    /// The reset the presses up to `last` make, if any.
+    fn pattern(&self, last: Duration) -> Option<Request> {
+        if self.count_within(last, FACTORY_WINDOW) >= FACTORY_PRESSES {
+            Some(Request::FactoryReset)
+        } else if self.count_within(last, SOFT_WINDOW) >= SOFT_PRESSES {
+            Some(Request::SoftReset)
+        } else {
+            None
+        }
     }
 
     /// Presses in the `window` that ends at `last`.
@@ -210,6 +194,17 @@ impl PressPattern {
             .iter()
             .filter(|&&t| last.saturating_sub(t) < window)
             .count()
+    }
+}
+
+/// The reset a hold of `held` asks for, if any.
+fn hold_request(held: Duration) -> Option<Request> {
+    if held >= FACTORY_HOLD {
+        Some(Request::FactoryReset)
+    } else if held >= SOFT_HOLD {
+        Some(Request::SoftReset)
+    } else {
+        None
     }
 }
 
