@@ -829,11 +829,17 @@ async fn app_names_over_mdns_as_a_real_avahi_peer_sees_them() {
         "dev",
         &net.device_link,
     ]);
+    // Both names: Avahi must have dropped the old address (the new
+    // announcement flushes it; no goodbye can leave from an address that
+    // is gone), or the shutdown check below would still see it.
     eventually(
-        "clash-2.local follows the new address",
+        "clash-2.local and ddaemon.local follow the new address",
         Duration::from_secs(60),
-        || match avahi.resolve("clash-2.local") {
-            Some(a) if a == "192.168.77.9" => Ok(()),
+        || match (
+            avahi.resolve("clash-2.local"),
+            avahi.resolve("ddaemon.local"),
+        ) {
+            (Some(a), Some(b)) if a == "192.168.77.9" && b == "192.168.77.9" => Ok(()),
             other => Err(format!("{other:?}")),
         },
     )
