@@ -97,12 +97,49 @@ enum Command {
     /// The per-container shim (started by the supervisor, not by hand).
     #[command(hide = true)]
     Shim { dir: PathBuf },
+    /// System updates: status, install a signed bundle, switch back.
+    Update {
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+        socket: PathBuf,
+        #[command(subcommand)]
+        action: UpdateAction,
+    },
+    /// Waits until the supervisor answers (exit 0) or the time is up (exit 1).
+    Health {
+        #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+        socket: PathBuf,
+        /// How long to wait, in seconds.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
     /// Images on the device: pull, list, remove, side-load.
     Image {
         #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
         socket: PathBuf,
         #[command(subcommand)]
         action: ImageAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UpdateAction {
+    /// The running version, both slots, and a rollback if one happened.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a bundle (`.ddaemon-update`) into the other slot and restart
+    /// into it; it is kept only if it starts properly.
+    Apply {
+        file: PathBuf,
+        /// Write it, but do not restart now.
+        #[arg(long)]
+        no_restart: bool,
+    },
+    /// Boot the other slot's (confirmed) system again.
+    SwitchBack {
+        #[arg(long)]
+        no_restart: bool,
     },
 }
 
@@ -284,6 +321,15 @@ fn main() -> anyhow::Result<()> {
         Command::Image { socket, action } => {
             runtime.block_on(image(&ApiClient::new(&socket), action))
         }
+        Command::Update { socket, action } => {
+            runtime.block_on(update(&ApiClient::new(&socket), action))
+        }
+        Command::Health { socket, wait } => runtime
+            .block_on(ddaemon::cli::update::wait_healthy(
+                &ApiClient::new(&socket),
+                std::time::Duration::from_secs(wait),
+            ))
+            .context("ddaemon health failed"),
         Command::Container { socket, action } => {
             runtime.block_on(container(&ApiClient::new(&socket), action))
         }
@@ -294,6 +340,44 @@ fn main() -> anyhow::Result<()> {
         Command::App { socket, action } => runtime.block_on(app(&ApiClient::new(&socket), action)),
         Command::Shim { .. } | Command::RunBundle { .. } => Ok(()),
     }
+}
+
+async fn update(client: &ApiClient, action: UpdateAction) -> anyhow::Result<()> {
+    use ddaemon::cli::update;
+    match action {
+        UpdateAction::Status { json } => {
+            let status = update::status(client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", update::status_text(&status));
+            }
+        }
+        UpdateAction::Apply { file, no_restart } => {
+            eprintln!("sending {} to the supervisor…", file.display());
+            let done = update::apply(client, &file, !no_restart)
+                .await
+                .with_context(|| format!("{} was not installed", file.display()))?;
+            println!(
+                "version {} installed; {}",
+                done["version"].as_str().unwrap_or("?"),
+                if no_restart {
+                    "it starts at the next restart"
+                } else {
+                    "the device is restarting into it"
+                }
+            );
+        }
+        UpdateAction::SwitchBack { no_restart } => {
+            let done = update::switch_back(client, !no_restart).await?;
+            println!(
+                "slot {} starts next{}",
+                done["slot"].as_str().unwrap_or("?").to_uppercase(),
+                if no_restart { "" } else { "; restarting" }
+            );
+        }
+    }
+    Ok(())
 }
 
 fn import(file: &Path, id: &str, out: Option<&Path>) -> anyhow::Result<()> {

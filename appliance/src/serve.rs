@@ -163,6 +163,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             apps: apps.clone(),
             mdns: mdns.clone(),
             power: crate::system::Power::new(options.power_control),
+            updates: crate::system::Updates::detect(options.power_control),
         },
     );
     // Before setup the device answers as ddaemon.local, the name the

@@ -13,6 +13,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use ddaemon_boards::{Board, BootMethod};
+use ddaemon_recovery::bundle::{self, PayloadKind, SigningKey};
+use ddaemon_recovery::slots::{self, Slot};
 
 use crate::imager::{ImagerEntry, date_of};
 use crate::layout::{self, Role, Sizes};
@@ -43,6 +45,9 @@ pub struct BuildOptions {
     /// Where the image will be downloaded from (the Pi Imager entry's
     /// URL); `None` points at the built file.
     pub url_base: Option<String>,
+    /// The ed25519 key (PKCS#8 PEM) that signs the update bundles; its
+    /// public half goes into the image as the key it trusts.
+    pub signing_key: PathBuf,
 }
 
 /// Why a build stopped.
@@ -59,6 +64,10 @@ pub enum BuildError {
     Layout(#[from] layout::LayoutError),
     #[error("{0}")]
     Unsupported(String),
+    #[error(transparent)]
+    Bundle(#[from] ddaemon_recovery::bundle::BundleError),
+    #[error(transparent)]
+    Key(#[from] ddaemon_recovery::bundle::KeyError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
@@ -165,6 +174,44 @@ Environment=MALLOC_ARENA_MAX=2
 WantedBy=multi-user.target
 ";
 
+/// Confirms a boot that is being tried (an update, or a switch back) once
+/// the supervisor answers. It gates boot-complete.target, after which
+/// systemd-bless-boot keeps the boot entry; if the supervisor does not
+/// answer in time the device restarts, and the boot loader, finding the
+/// entry's one try spent, starts the previous system. Only on a counted
+/// boot (the loader says so in LoaderBootCountPath).
+const BOOT_CHECK_SERVICE: &str = "[Unit]
+Description=ddaemon: keep this system only if the supervisor answers
+After=ddaemon.service
+Before=boot-complete.target
+ConditionPathExists=/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
+FailureAction=reboot
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/ddaemon health --wait 90
+";
+
+/// The boot partition where the supervisor writes a new slot's kernel and
+/// boot entry (and systemd-bless-boot finds the entries).
+fn boot_mount_unit(at: &str) -> String {
+    format!(
+        "[Unit]
+Description=Boot partition (the A/B slots' kernels and entries)
+
+[Mount]
+What=/dev/disk/by-label/BOOT
+Where={at}
+Type=vfat
+Options=umask=0077,noatime
+
+[Install]
+WantedBy=local-fs.target
+"
+    )
+}
+
 /// Wired networks get an address by DHCP (IPv6 by router advertisements).
 const WIRED_NETWORK: &str = "[Match]
 Name=en* eth*
@@ -207,6 +254,100 @@ impl BuildOptions {
         format!("ddaemon-{}-{}.img", self.board.id, self.version)
     }
 
+    /// The update bundle's file name.
+    pub fn bundle_name(&self) -> String {
+        format!(
+            "ddaemon-{}-{}.{}",
+            self.board.id,
+            self.version,
+            ddaemon_recovery::bundle::EXTENSION
+        )
+    }
+
+    /// The root tree as erofs, `work/root.img`.
+    fn root_filesystem(&self) -> Result<PathBuf, BuildError> {
+        let root_img = self.work_dir.join("root.img");
+        step("making the read-only root filesystem (erofs)");
+        let _ = std::fs::remove_file(&root_img);
+        run(Command::new("mkfs.erofs")
+            .arg("-zlz4hc")
+            .arg(format!("-T{}", self.source_date_epoch))
+            .arg(format!("-U{}", self.uuid("root")))
+            .arg("--quiet")
+            // The kernel and initrd live on the boot partition.
+            .arg("--exclude-regex=^boot/(vmlinuz|initrd\\.img|System\\.map)")
+            .arg(&root_img)
+            .arg(self.root_dir()))?;
+        Ok(root_img)
+    }
+
+    /// The signed update bundle of a root filesystem and the root tree's
+    /// kernel and initrd.
+    fn write_bundle(&self, root_img: &Path, key: &SigningKey) -> Result<PathBuf, BuildError> {
+        step("writing the signed update bundle");
+        let boot = self.root_dir().join("boot");
+        let kernel = newest(&boot, "vmlinuz-")?;
+        let initrd = newest(&boot, "initrd.img-")?;
+        let out = self.out_dir.join(self.bundle_name());
+        bundle::write_bundle(
+            &out,
+            &self.board.id,
+            &self.version,
+            self.source_date_epoch,
+            &[
+                (PayloadKind::Root, root_img),
+                (PayloadKind::Kernel, &kernel),
+                (PayloadKind::Initrd, &initrd),
+            ],
+            key,
+        )?;
+        Ok(out)
+    }
+
+    /// `ddaemon-image bundle`: an update bundle from the last build's Debian
+    /// root with this version stamped in and, for tests and custom builds,
+    /// the files of `add` laid over it. The last build's tree is left as
+    /// it was: the bundle's tree is a hard-linked copy whose files are
+    /// replaced, never written through.
+    pub fn bundle(&self, add: Option<&Path>) -> Result<PathBuf, BuildError> {
+        let built = self.root_dir();
+        if !built.join("usr").exists() {
+            return Err(BuildError::Unsupported(format!(
+                "no built root for {} in {}: run `scripts/build-image {}` first",
+                self.board.id,
+                self.work_dir.display(),
+                self.board.id
+            )));
+        }
+        let key = SigningKey::from_pem_file(&self.signing_key)?;
+        let mut copy = self.clone();
+        copy.work_dir = self.work_dir.join("bundle");
+        if copy.work_dir.exists() {
+            std::fs::remove_dir_all(&copy.work_dir).map_err(io(&copy.work_dir))?;
+        }
+        std::fs::create_dir_all(&copy.work_dir).map_err(io(&copy.work_dir))?;
+        step("copying the root (hard links)");
+        run(Command::new("cp")
+            .arg("-al")
+            .arg(&built)
+            .arg(copy.root_dir()))?;
+        copy.install_appliance(&key)?;
+        if let Some(add) = add {
+            step(&format!("laying {} over the root", add.display()));
+            // --remove-destination: replace the hard links, never write
+            // through them into the last build's tree.
+            run(Command::new("cp")
+                .args(["-r", "--remove-destination", "--no-preserve=ownership"])
+                .arg(format!("{}/.", add.display()))
+                .arg(copy.root_dir()))?;
+        }
+        std::fs::create_dir_all(&self.out_dir).map_err(io(&self.out_dir))?;
+        let root_img = copy.root_filesystem()?;
+        let out = copy.write_bundle(&root_img, &key)?;
+        std::fs::remove_dir_all(&copy.work_dir).map_err(io(&copy.work_dir))?;
+        Ok(out)
+    }
+
     /// Makes (or reuses) the Debian root filesystem and nothing else.
     pub fn debian_root_only(&self) -> Result<(), BuildError> {
         for dir in [&self.work_dir, &self.cache_dir] {
@@ -238,19 +379,9 @@ impl BuildOptions {
         }
         let _ = std::fs::remove_file(&stamp);
         self.debian_root()?;
-        self.install_appliance()?;
-        let root_img = self.work_dir.join("root.img");
-        step("making the read-only root filesystem (erofs)");
-        let _ = std::fs::remove_file(&root_img);
-        run(Command::new("mkfs.erofs")
-            .arg("-zlz4hc")
-            .arg(format!("-T{}", self.source_date_epoch))
-            .arg(format!("-U{}", self.uuid("root")))
-            .arg("--quiet")
-            // The kernel and initrd live on the boot partition.
-            .arg("--exclude-regex=^boot/(vmlinuz|initrd\\.img|System\\.map)")
-            .arg(&root_img)
-            .arg(self.root_dir()))?;
+        let key = SigningKey::from_pem_file(&self.signing_key)?;
+        self.install_appliance(&key)?;
+        let root_img = self.root_filesystem()?;
         let root_size = std::fs::metadata(&root_img).map_err(io(&root_img))?.len();
         let boot_img = self.boot_partition()?;
         step("laying out the disk");
@@ -315,6 +446,8 @@ impl BuildOptions {
                 json_path.display()
             );
         }
+        let bundle = self.write_bundle(&root_img, &key)?;
+        eprintln!("update bundle: {}", bundle.display());
         std::fs::write(&stamp, inputs).map_err(io(&stamp))?;
         eprintln!(
             "built {} in {:.0} s",
@@ -389,6 +522,10 @@ impl BuildOptions {
 
     fn packages(&self) -> Vec<&str> {
         let mut packages: Vec<&str> = APPLIANCE_PACKAGES.to_vec();
+        if self.board.boot == BootMethod::Uefi {
+            // systemd-bless-boot: confirms a tried boot entry.
+            packages.push("systemd-boot");
+        }
         let d = &self.board.debian;
         packages.extend(
             d.kernel
@@ -494,20 +631,24 @@ impl BuildOptions {
         Ok(full)
     }
 
+    /// Replaces a file (a new inode: a bundle's tree shares its files
+    /// with the build's by hard links).
     fn write(&self, path: &str, text: &str) -> Result<(), BuildError> {
         let full = self.in_root(path)?;
+        let _ = std::fs::remove_file(&full);
         std::fs::write(&full, text).map_err(io(&full))
     }
 
     fn copy(&self, from: &Path, to: &str, mode: u32) -> Result<(), BuildError> {
         use std::os::unix::fs::PermissionsExt;
         let full = self.in_root(to)?;
+        let _ = std::fs::remove_file(&full);
         std::fs::copy(from, &full).map_err(io(from))?;
         std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode)).map_err(io(&full))
     }
 
     /// The binaries, catalog, units and the settings a read-only root needs.
-    fn install_appliance(&self) -> Result<(), BuildError> {
+    fn install_appliance(&self, key: &SigningKey) -> Result<(), BuildError> {
         step("installing ddaemon");
         self.copy(&self.ddaemon, "/usr/bin/ddaemon", 0o755)?;
         self.copy(&self.init, "/sbin/ddaemon-init", 0o755)?;
@@ -529,6 +670,38 @@ impl BuildOptions {
             "[Resolve]\nMulticastDNS=no\nLLMNR=no\n",
         )?;
         self.write("/etc/hostname", "ddaemon\n")?;
+        self.write("/usr/share/ddaemon/board", &format!("{}\n", self.board.id))?;
+        self.write(
+            &format!("{}/build.pub", bundle::TRUSTED_KEYS_DIR),
+            &format!("{}\n", key.public_key().to_hex()),
+        )?;
+        // Debian's os-release with the image's own name and version, which
+        // the System page shows (and systemd-boot's menu would).
+        let os_release = self.in_root("/usr/lib/os-release")?;
+        let debian = std::fs::read_to_string(&os_release).map_err(io(&os_release))?;
+        let mut text: String = debian
+            .lines()
+            .filter(|l| !l.starts_with("IMAGE_ID=") && !l.starts_with("IMAGE_VERSION="))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        text.push_str(&format!(
+            "IMAGE_ID=ddaemon\nIMAGE_VERSION={}\n",
+            self.version
+        ));
+        self.write("/usr/lib/os-release", &text)?;
+        let (mount_point, mount_unit) = match self.board.boot {
+            BootMethod::Uefi => ("/efi", "efi.mount"),
+            BootMethod::RaspberryPiFirmware => ("/boot/firmware", "boot-firmware.mount"),
+        };
+        std::fs::create_dir_all(self.in_root(mount_point)?).map_err(io(&self.root_dir()))?;
+        self.write(
+            &format!("/etc/systemd/system/{mount_unit}"),
+            &boot_mount_unit(mount_point),
+        )?;
+        self.write(
+            "/etc/systemd/system/ddaemon-boot-check.service",
+            BOOT_CHECK_SERVICE,
+        )?;
         // Empty: systemd makes a machine id at first boot (in /etc's overlay).
         self.write("/etc/machine-id", "")?;
         std::fs::create_dir_all(self.root_dir().join("data")).map_err(io(&self.root_dir()))?;
@@ -536,6 +709,20 @@ impl BuildOptions {
             .root_dir()
             .join("etc/systemd/system/multi-user.target.wants");
         std::fs::create_dir_all(&wants).map_err(io(&wants))?;
+        let link = |dir: &str, unit: &str| -> Result<(), BuildError> {
+            let dir = self.in_root(&format!("/etc/systemd/system/{dir}/x"))?;
+            let link = dir.with_file_name(unit);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &link)
+                .map_err(io(&link))
+        };
+        link("local-fs.target.wants", mount_unit)?;
+        // boot-complete.target is reached, and the boot confirmed, only
+        // once the supervisor answers.
+        link(
+            "boot-complete.target.requires",
+            "ddaemon-boot-check.service",
+        )?;
         for (unit, target) in [
             ("ddaemon.service", "/etc/systemd/system/ddaemon.service"),
             (
@@ -565,8 +752,17 @@ impl BuildOptions {
         let root = self.root_dir();
         let kernel = newest(&root.join("boot"), "vmlinuz-")?;
         let initrd = newest(&root.join("boot"), "initrd.img-")?;
-        std::fs::copy(&kernel, staging.join("vmlinuz")).map_err(io(&kernel))?;
-        std::fs::copy(&initrd, staging.join("initrd.img")).map_err(io(&initrd))?;
+        // Slot A's kernel and initrd; an update puts slot B's beside them.
+        let (kernel_at, initrd_at) = match self.board.boot {
+            BootMethod::Uefi => ("ddaemon/a/vmlinuz", "ddaemon/a/initrd.img"),
+            BootMethod::RaspberryPiFirmware => ("vmlinuz-a", "initrd.img-a"),
+        };
+        std::fs::create_dir_all(staging.join("ddaemon/a")).map_err(io(&staging))?;
+        std::fs::copy(&kernel, staging.join(kernel_at)).map_err(io(&kernel))?;
+        std::fs::copy(&initrd, staging.join(initrd_at)).map_err(io(&initrd))?;
+        if self.board.boot == BootMethod::RaspberryPiFirmware {
+            std::fs::remove_dir_all(staging.join("ddaemon")).map_err(io(&staging))?;
+        }
         let console = &self.board.console;
         // gpt_auto off: systemd would otherwise try to automount the boot
         // partition on /efi, which a read-only root cannot hold.
@@ -630,15 +826,15 @@ impl BuildOptions {
             staging.join(format!("EFI/BOOT/BOOT{}.EFI", efi_arch.to_uppercase())),
         )
         .map_err(io(&loader))?;
+        // The first of our entries in systemd-boot's order: a slot that was
+        // tried and never confirmed sorts last (see ddaemon_recovery::slots).
         std::fs::write(
             staging.join("loader/loader.conf"),
-            "default root-a.conf\ntimeout 0\n",
+            "default ddaemon-*\ntimeout 0\n",
         )
         .map_err(io(staging))?;
-        let entry = format!(
-            "title ddaemon (slot A)\nlinux /vmlinuz\ninitrd /initrd.img\noptions {options}\n"
-        );
-        std::fs::write(staging.join("loader/entries/root-a.conf"), entry).map_err(io(staging))
+        let entry = slots::entry_text(Slot::A, &self.version, 1, options);
+        std::fs::write(staging.join("loader/entries/ddaemon-a.conf"), entry).map_err(io(staging))
     }
 
     /// The Pi's boot files: Debian's raspi-firmware blobs, the kernel's
@@ -676,8 +872,9 @@ impl BuildOptions {
 # The 64-bit Debian kernel, with the mainline device trees beside it.
 arm_64bit=1
 upstream_kernel=1
-kernel=vmlinuz
-initramfs initrd.img followkernel
+kernel=vmlinuz-a
+initramfs initrd.img-a followkernel
+cmdline=cmdline-a.txt
 # The serial console on the header's pins 8 and 10.
 enable_uart=1
 disable_splash=1
@@ -685,7 +882,10 @@ disable_splash=1
             title = self.board.title
         );
         std::fs::write(staging.join("config.txt"), config).map_err(io(staging))?;
-        std::fs::write(staging.join("cmdline.txt"), format!("{options}\n")).map_err(io(staging))
+        std::fs::write(staging.join("cmdline-a.txt"), format!("{options}\n"))
+            .map_err(io(staging))?;
+        std::fs::write(staging.join("version-a.txt"), format!("{}\n", self.version))
+            .map_err(io(staging))
     }
 }
 
@@ -781,6 +981,8 @@ mod tests {
             version: "1.0".into(),
             source_date_epoch: 0,
             url_base: None,
+            signing_key: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("keys/development-only.pem"),
         }
     }
 
@@ -831,8 +1033,9 @@ mod tests {
         let config = std::fs::read_to_string(staging.join("config.txt")).expect("config.txt");
         for line in [
             "arm_64bit=1",
-            "kernel=vmlinuz",
-            "initramfs initrd.img followkernel",
+            "kernel=vmlinuz-a",
+            "initramfs initrd.img-a followkernel",
+            "cmdline=cmdline-a.txt",
         ] {
             assert!(config.lines().any(|l| l == line), "{line} in:\n{config}");
         }

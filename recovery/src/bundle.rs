@@ -263,8 +263,8 @@ pub fn write_bundle(
         created,
         payloads: listed,
     };
-    let text = serde_json::to_vec_pretty(&manifest)
-        .map_err(|e| BundleError::Manifest(e.to_string()))?;
+    let text =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| BundleError::Manifest(e.to_string()))?;
     let sig = key.0.sign(&text);
     let dir = out.parent().unwrap_or(Path::new("."));
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(file_err(dir))?;
@@ -286,12 +286,10 @@ pub fn write_bundle(
         add(kind.file_name(), size, &mut file)?;
     }
     let buffered = tar.into_inner().map_err(file_err(out))?;
-    let tmp = buffered
-        .into_inner()
-        .map_err(|e| BundleError::File {
-            path: out.to_owned(),
-            source: e.into_error(),
-        })?;
+    let tmp = buffered.into_inner().map_err(|e| BundleError::File {
+        path: out.to_owned(),
+        source: e.into_error(),
+    })?;
     tmp.as_file().sync_all().map_err(file_err(out))?;
     tmp.persist(out).map_err(|e| BundleError::File {
         path: out.to_owned(),
@@ -443,7 +441,9 @@ fn parse_manifest(text: &[u8]) -> Result<Manifest, BundleError> {
     let manifest: Manifest =
         serde_json::from_slice(text).map_err(|e| BundleError::Manifest(e.to_string()))?;
     if manifest.payload(PayloadKind::Root).is_none() {
-        return Err(BundleError::Manifest("it carries no root filesystem".into()));
+        return Err(BundleError::Manifest(
+            "it carries no root filesystem".into(),
+        ));
     }
     Ok(manifest)
 }
@@ -542,7 +542,11 @@ mod tests {
         (out, root)
     }
 
-    fn read(path: &Path, keys: &[PublicKey], board: &str) -> (Result<Manifest, BundleError>, Collect) {
+    fn read(
+        path: &Path,
+        keys: &[PublicKey],
+        board: &str,
+    ) -> (Result<Manifest, BundleError>, Collect) {
         let bytes = std::fs::read(path).expect("bundle");
         let mut sink = Collect::default();
         let r = read_bundle(
@@ -596,7 +600,10 @@ mod tests {
 
         let (r, sink) = read(&path, &good, "rpi4");
         let err = r.expect_err("wrong board");
-        assert!(err.to_string().contains("for the board x86_64-efi, this device is a rpi4"));
+        assert!(
+            err.to_string()
+                .contains("for the board x86_64-efi, this device is a rpi4")
+        );
         assert!(!sink.accepted && sink.data.is_empty());
 
         // Cut in the root payload: the known length gives it away first.
@@ -617,8 +624,17 @@ mod tests {
         let at = bad.len() / 3;
         bad[at] ^= 0xff;
         let mut sink = Collect::default();
-        let r = read_bundle(bad.as_slice(), Some(bad.len() as u64), &good, "x86_64-efi", &mut sink);
-        assert!(matches!(r, Err(BundleError::HashMismatch("root.erofs"))), "{r:?}");
+        let r = read_bundle(
+            bad.as_slice(),
+            Some(bad.len() as u64),
+            &good,
+            "x86_64-efi",
+            &mut sink,
+        );
+        assert!(
+            matches!(r, Err(BundleError::HashMismatch("root.erofs"))),
+            "{r:?}"
+        );
         assert!(sink.finished.is_empty());
 
         // A flipped byte in the manifest breaks the signature.
@@ -642,7 +658,11 @@ mod tests {
         let path = dir.path().join("k.pem");
         std::fs::write(&path, "not a key").expect("write");
         let err = SigningKey::from_pem_file(&path).expect_err("bad key");
-        assert!(err.to_string().contains("openssl genpkey -algorithm ed25519"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("openssl genpkey -algorithm ed25519"),
+            "{err}"
+        );
         std::fs::write(dir.path().join("a.pub"), dev_key().public_key().to_hex()).expect("pub");
         std::fs::write(dir.path().join("notes.txt"), "ignored").expect("txt");
         assert_eq!(

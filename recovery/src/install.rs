@@ -77,9 +77,7 @@ fn size_of(file: &mut File) -> std::io::Result<u64> {
 
 impl PayloadSink for SlotSink<'_, '_> {
     fn accept(&mut self, manifest: &Manifest) -> std::io::Result<()> {
-        let root = manifest
-            .payload(PayloadKind::Root)
-            .map_or(0, |p| p.size);
+        let root = manifest.payload(PayloadKind::Root).map_or(0, |p| p.size);
         let path = &self.target.partition;
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -243,8 +241,8 @@ mod tests {
         };
         let mut last = (0, 0);
         let file = File::open(&bundle_path).expect("open");
-        let manifest = install(file, None, &target, &mut |done, total| last = (done, total))
-            .expect("install");
+        let manifest =
+            install(file, None, &target, &mut |done, total| last = (done, total)).expect("install");
         verify_slot(&partition, &manifest).expect("reads back");
         assert_eq!(last.0, last.1, "progress reaches the total");
         let written = std::fs::read(&partition).expect("read");

@@ -245,7 +245,10 @@ impl SystemdBoot {
         let dir = self.entries_dir();
         let target = dir.join(&name);
         write_atomically(&target, text.as_bytes())?;
-        for old in entries.iter().filter(|e| e.slot == slot && e.file != target) {
+        for old in entries
+            .iter()
+            .filter(|e| e.slot == slot && e.file != target)
+        {
             std::fs::remove_file(&old.file).map_err(io(&old.file))?;
         }
         sync_dir(&dir)
@@ -425,13 +428,18 @@ impl BootControl for PiTryboot {
             })
             .map(|l| l + "\n")
             .collect();
-        let cmdline_path = self.boot.join(format!("cmdline-{}.txt", slot.other().letter()));
+        let cmdline_path = self
+            .boot
+            .join(format!("cmdline-{}.txt", slot.other().letter()));
         let cmdline = std::fs::read_to_string(&cmdline_path).map_err(io(&cmdline_path))?;
         let cmdline = cmdline.replace(
             &format!("-0{}", if slot == Slot::A { 3 } else { 2 }),
             &format!("-0{}", if slot == Slot::A { 2 } else { 3 }),
         );
-        write_atomically(&self.boot.join(format!("cmdline-{l}.txt")), cmdline.as_bytes())?;
+        write_atomically(
+            &self.boot.join(format!("cmdline-{l}.txt")),
+            cmdline.as_bytes(),
+        )?;
         write_atomically(
             &self.boot.join(format!("version-{l}.txt")),
             format!("{version}\n").as_bytes(),
@@ -510,8 +518,14 @@ mod tests {
     #[test]
     fn entry_names_carry_the_counter() {
         assert_eq!(parse_entry_name("ddaemon-a.conf"), Some((Slot::A, None)));
-        assert_eq!(parse_entry_name("ddaemon-b+1.conf"), Some((Slot::B, Some(1))));
-        assert_eq!(parse_entry_name("ddaemon-b+0-1.conf"), Some((Slot::B, Some(0))));
+        assert_eq!(
+            parse_entry_name("ddaemon-b+1.conf"),
+            Some((Slot::B, Some(1)))
+        );
+        assert_eq!(
+            parse_entry_name("ddaemon-b+0-1.conf"),
+            Some((Slot::B, Some(0)))
+        );
         assert_eq!(parse_entry_name("debian.conf"), None);
         assert_eq!(parse_entry_name("ddaemon-c.conf"), None);
     }
@@ -526,9 +540,12 @@ mod tests {
 
         control.try_once(Slot::B, "2.0").expect("try");
         assert_eq!(names(&control), ["ddaemon-a.conf", "ddaemon-b+1.conf"]);
-        let text = std::fs::read_to_string(control.entries_dir().join("ddaemon-b+1.conf"))
-            .expect("entry");
-        assert!(text.contains("options root=PARTLABEL=root-b rootfstype=erofs"), "{text}");
+        let text =
+            std::fs::read_to_string(control.entries_dir().join("ddaemon-b+1.conf")).expect("entry");
+        assert!(
+            text.contains("options root=PARTLABEL=root-b rootfstype=erofs"),
+            "{text}"
+        );
         assert!(text.contains("linux /ddaemon/b/vmlinuz"), "{text}");
         assert!(text.contains("version 2\n"), "{text}");
         let status = control.status(Slot::A).expect("status");
@@ -537,12 +554,18 @@ mod tests {
 
         // Booted, and the supervisor never became healthy: B is passed over.
         boot_loader_tries(&control, "ddaemon-b+1.conf", "ddaemon-b+0-1.conf");
-        assert_eq!(control.status(Slot::B).expect("status")[1].state, SlotState::Trying);
+        assert_eq!(
+            control.status(Slot::B).expect("status")[1].state,
+            SlotState::Trying
+        );
         let status = control.status(Slot::A).expect("status");
         assert_eq!(status[1].state, SlotState::Failed);
         assert_eq!(status[1].version.as_deref(), Some("2.0"));
         assert!(status[0].next_boot, "back to A");
-        assert!(matches!(switch_to(&control, Slot::A), Err(SlotError::NotBootable(Slot::B))));
+        assert!(matches!(
+            switch_to(&control, Slot::A),
+            Err(SlotError::NotBootable(Slot::B))
+        ));
 
         // A second update replaces the failed entry; this one is blessed.
         control.forget(Slot::B).expect("forget");
@@ -560,8 +583,8 @@ mod tests {
         let status = control.status(Slot::B).expect("status");
         assert!(status[0].next_boot);
         assert_eq!(status[0].version.as_deref(), Some("1.0"));
-        let text = std::fs::read_to_string(control.entries_dir().join("ddaemon-a+1.conf"))
-            .expect("entry");
+        let text =
+            std::fs::read_to_string(control.entries_dir().join("ddaemon-a+1.conf")).expect("entry");
         assert!(text.contains("root=PARTLABEL=root-a "), "{text}");
     }
 
@@ -574,7 +597,8 @@ mod tests {
             "arm_64bit=1\nkernel=vmlinuz-a\ninitramfs initrd.img-a followkernel\ncmdline=cmdline-a.txt\n",
         )
         .expect("config");
-        std::fs::write(boot.join("cmdline-a.txt"), "root=PARTUUID=dd000001-02 ro\n").expect("cmdline");
+        std::fs::write(boot.join("cmdline-a.txt"), "root=PARTUUID=dd000001-02 ro\n")
+            .expect("cmdline");
         std::fs::write(boot.join("version-a.txt"), "1.0\n").expect("version");
         let control = PiTryboot {
             boot: boot.to_owned(),
@@ -582,13 +606,20 @@ mod tests {
         control.try_once(Slot::B, "2.0").expect("try");
         let tryboot = std::fs::read_to_string(boot.join("tryboot.txt")).expect("tryboot");
         assert!(tryboot.contains("kernel=vmlinuz-b\n"), "{tryboot}");
-        assert!(tryboot.contains("initramfs initrd.img-b followkernel\n"), "{tryboot}");
+        assert!(
+            tryboot.contains("initramfs initrd.img-b followkernel\n"),
+            "{tryboot}"
+        );
         assert_eq!(
             std::fs::read_to_string(boot.join("cmdline-b.txt")).expect("cmdline"),
             "root=PARTUUID=dd000001-03 ro\n"
         );
         let status = control.status(Slot::A).expect("status");
-        assert_eq!(status[1].state, SlotState::Failed, "not running it: it failed");
+        assert_eq!(
+            status[1].state,
+            SlotState::Failed,
+            "not running it: it failed"
+        );
         let status = control.status(Slot::B).expect("status");
         assert_eq!(status[1].state, SlotState::Trying);
         control.confirm(Slot::B).expect("confirm");

@@ -6,6 +6,7 @@ pub mod apps;
 pub mod containers;
 pub mod images;
 mod status;
+pub mod update;
 
 pub use api_client::{ApiClient, ClientError};
 pub use status::{print_status, status_text};

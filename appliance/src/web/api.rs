@@ -22,7 +22,10 @@ use crate::system::{PowerAction, PowerError, SystemInfo, read_system_info};
 pub struct Health {
     /// Always `ok` when the supervisor answers.
     pub status: String,
+    /// ddaemon's version.
     pub version: String,
+    /// The version of the system image running (on the device).
+    pub system_version: String,
     pub setup_complete: bool,
 }
 
@@ -58,6 +61,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        system_version: state.updates.running_version().to_owned(),
         setup_complete: state.setup_complete(),
     })
 }

@@ -13,6 +13,7 @@ pub mod api_error;
 pub mod api_external;
 pub mod api_images;
 mod api_json;
+pub mod api_update;
 mod assets;
 pub mod cookies;
 mod guard;
@@ -38,6 +39,13 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(api::logout))
         .route("/system", get(api::system))
         .route("/system/power", post(api::power))
+        .route(
+            "/system/update",
+            get(api_update::status)
+                .post(api_update::apply)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/system/update/switch-back", post(api_update::switch_back))
         .route("/images", get(api_images::list))
         .route("/images/pull", post(api_images::pull))
         .route("/images/remove", post(api_images::remove))
@@ -87,6 +95,11 @@ pub fn router(state: AppState) -> Router {
         .route("/domain", get(pages::domain))
         .route("/system", get(pages::system))
         .route("/system/power", post(pages::power_submit))
+        .route(
+            "/system/update",
+            post(pages::update_submit).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/system/switch-back", post(pages::switch_back_submit))
         .route("/setup", get(pages::setup_form).post(pages::setup_submit))
         .route("/login", get(pages::login_form).post(pages::login_submit))
         .route("/logout", post(pages::logout_submit))

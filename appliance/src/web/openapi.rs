@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::api_error::{ErrorBody, ErrorDetail};
-use super::{api, api_apps, api_catalog, api_containers, api_external, api_images};
+use super::{api, api_apps, api_catalog, api_containers, api_external, api_images, api_update};
 use crate::setup::SetupRequest;
 use crate::system::{DiskUse, MemoryUse, SystemInfo};
 
@@ -13,7 +13,7 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
 #[openapi(
     info(title = "ddaemon API", description = "The supervisor's JSON API, used by its own pages and CLI."),
     paths(
-        api::health, api::setup, api::login, api::logout, api::system, api::power,
+        api::health, api::setup, api::login, api::logout, api::system, api::power, api_update::status, api_update::apply, api_update::switch_back,
         api_images::list, api_images::pull, api_images::remove, api_images::load,
         api_containers::list, api_containers::run, api_containers::start, api_containers::stop,
         api_containers::remove, api_containers::logs,
@@ -23,7 +23,7 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_apps::restart, api_apps::update, api_apps::remove, api_apps::logs
     ),
     components(schemas(
-        api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone, api::PowerRequest, crate::system::PowerAction,
+        api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone, api::PowerRequest, crate::system::PowerAction, crate::system::UpdateStatus, crate::system::SlotView, crate::system::UpdateJob, api_update::UpdateApplied,
         SetupRequest, SystemInfo, MemoryUse, DiskUse, ErrorBody, ErrorDetail,
         api_images::ImageView, api_images::ImageRequest, api_images::ImageRemoved,
         api_containers::ContainerView, api_containers::RunRequest,

@@ -42,6 +42,8 @@ pub struct AppState {
     pub mdns: Mdns,
     /// Restart and shut down (only on the device itself).
     pub power: crate::system::Power,
+    /// System updates into the other root slot (only on the device itself).
+    pub updates: crate::system::Updates,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -65,6 +67,7 @@ pub struct Parts {
     pub apps: AppManager,
     pub mdns: Mdns,
     pub power: crate::system::Power,
+    pub updates: crate::system::Updates,
 }
 
 impl AppState {
@@ -86,6 +89,7 @@ impl AppState {
             apps,
             mdns,
             power,
+            updates,
         } = parts;
         let hasher = PasswordHasher::default();
         Self {
@@ -104,6 +108,7 @@ impl AppState {
             apps,
             mdns,
             power,
+            updates,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }

@@ -19,7 +19,7 @@ use crate::web::api_error::ApiError;
 use crate::web::session::PageSession;
 use crate::web::state::AppState;
 
-async fn section(
+pub(super) async fn section(
     state: &AppState,
     session: &PageSession,
     path: &str,
@@ -105,7 +105,11 @@ pub async fn power_submit(
     section(&state, &session, "/system", "System", body).await
 }
 
-async fn system_page(state: &AppState, session: &PageSession, message: Option<String>) -> Response {
+pub(super) async fn system_page(
+    state: &AppState,
+    session: &PageSession,
+    message: Option<String>,
+) -> Response {
     let info = match system_info(state).await {
         Ok(info) => info,
         Err(err) => return err.into_response(),
@@ -146,6 +150,7 @@ async fn system_page(state: &AppState, session: &PageSession, message: Option<St
             dt { "Android" } dd { "Settings, Security, Encryption and credentials, Install a certificate, CA certificate." }
             dt { "Linux" } dd { "Copy it to /usr/local/share/ca-certificates/ddaemon.crt and run update-ca-certificates; Firefox has its own list under Settings, Certificates." }
         }
+        (super::update_pages::update_section(state, session))
         h2 id="power" { "Restart or shut down" }
         @if let Some(message) = &message { p.form-error role="alert" { (message) } }
         @if state.power.allowed() {

@@ -1,0 +1,358 @@
+//! System updates: a signed bundle from the System page, the API or
+//! `ddaemon update apply` goes into the root slot not running, which boots
+//! once on trial (see `ddaemon_recovery::slots` for the boot loader's side)
+//! and is kept only if this supervisor answers on it.
+//!
+//! Only a supervisor started as the device's own service (with
+//! `--power-control`) on a device that records its boot slot offers
+//! updates; anywhere else the status says why not.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use ddaemon_recovery::bundle::{BundleError, PublicKey, TRUSTED_KEYS_DIR};
+use ddaemon_recovery::install::{Target, install};
+use ddaemon_recovery::slots::{
+    BootControl, PiTryboot, Slot, SlotError, SlotState, SystemdBoot, switch_to,
+};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Where ddaemon-init records the slot that booted.
+const BOOT_SLOT: &str = "/run/ddaemon/boot-slot";
+/// The board id the image builder wrote.
+const BOARD_FILE: &str = "/usr/share/ddaemon/board";
+
+/// Why an update did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("updates are not available here: {0}")]
+    Unavailable(String),
+    #[error("an update is already being installed; wait for it to finish")]
+    Busy,
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+}
+
+/// One slot on the System page.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct SlotView {
+    /// `a` or `b`.
+    pub slot: String,
+    /// The system version installed in it, if any.
+    pub version: Option<String>,
+    /// `empty`, `good`, `trying` or `failed`.
+    pub state: String,
+    pub running: bool,
+    /// The boot loader starts this one next.
+    pub next_boot: bool,
+}
+
+/// An installation's progress.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct UpdateJob {
+    /// `idle`, `installing`, `installed` (restarting into it) or `failed`.
+    pub state: String,
+    pub version: Option<String>,
+    pub written_bytes: u64,
+    pub total_bytes: u64,
+    pub error: Option<String>,
+}
+
+/// `GET /api/v1/system/update`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UpdateStatus {
+    pub available: bool,
+    /// Why not, when not.
+    pub unavailable_reason: Option<String>,
+    /// The version of the system running now.
+    pub running_version: String,
+    pub slots: Vec<SlotView>,
+    /// A version that was tried and did not start properly: the device
+    /// went back to the running one by itself.
+    pub rolled_back: Option<String>,
+    /// The slot "switch back" would boot, if it holds a confirmed system.
+    pub switch_back_to: Option<String>,
+    pub job: UpdateJob,
+}
+
+/// The device's slots, when it has them.
+#[derive(Debug)]
+struct Device {
+    control: Box<dyn BootControl>,
+    running: Slot,
+    board: String,
+    keys: Vec<PublicKey>,
+}
+
+/// Updates on this device.
+#[derive(Debug, Clone)]
+pub struct Updates {
+    device: Result<Arc<Device>, String>,
+    job: Arc<Mutex<UpdateJob>>,
+    running_version: String,
+}
+
+impl Updates {
+    /// Finds the boot partition, the running slot, the board and the
+    /// trusted keys; `allowed` is `--power-control`.
+    pub fn detect(allowed: bool) -> Self {
+        let device = if allowed {
+            detect_device().map(Arc::new)
+        } else {
+            Err(
+                "this supervisor does not control the machine it runs on (no --power-control)"
+                    .into(),
+            )
+        };
+        if let Err(why) = &device {
+            tracing::info!(%why, "system updates are off");
+        }
+        Self {
+            device,
+            job: Arc::new(Mutex::new(UpdateJob {
+                state: "idle".into(),
+                ..UpdateJob::default()
+            })),
+            running_version: system_version(Path::new("/usr/lib/os-release"))
+                .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
+        }
+    }
+
+    /// The version of the running system (the image's, or ddaemon's own
+    /// off the device).
+    pub fn running_version(&self) -> &str {
+        &self.running_version
+    }
+
+    pub fn available(&self) -> bool {
+        self.device.is_ok()
+    }
+
+    fn job(&self) -> UpdateJob {
+        self.job.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_job(&self, change: impl FnOnce(&mut UpdateJob)) {
+        change(&mut self.job.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn status(&self) -> UpdateStatus {
+        let mut status = UpdateStatus {
+            available: self.device.is_ok(),
+            unavailable_reason: self.device.as_ref().err().cloned(),
+            running_version: self.running_version.clone(),
+            slots: Vec::new(),
+            rolled_back: None,
+            switch_back_to: None,
+            job: self.job(),
+        };
+        let Ok(device) = &self.device else {
+            return status;
+        };
+        match device.control.status(device.running) {
+            Ok(slots) => {
+                for s in &slots {
+                    let state = match s.state {
+                        SlotState::Empty => "empty",
+                        SlotState::Good => "good",
+                        SlotState::Trying => "trying",
+                        SlotState::Failed => "failed",
+                    };
+                    if s.slot != device.running {
+                        if s.state == SlotState::Failed {
+                            status.rolled_back = s.version.clone();
+                        }
+                        if s.state == SlotState::Good && s.version.is_some() {
+                            status.switch_back_to = Some(s.slot.letter().into());
+                        }
+                    }
+                    status.slots.push(SlotView {
+                        slot: s.slot.letter().into(),
+                        version: s.version.clone(),
+                        state: state.into(),
+                        running: s.slot == device.running,
+                        next_boot: s.next_boot,
+                    });
+                }
+            }
+            Err(err) => status.unavailable_reason = Some(err.to_string()),
+        }
+        status
+    }
+
+    /// Installs a bundle read from `reader` (blocking: call it from a
+    /// blocking thread). The device is not restarted here.
+    pub fn install(
+        &self,
+        reader: impl std::io::Read,
+        length: Option<u64>,
+    ) -> Result<String, UpdateError> {
+        let device = self
+            .device
+            .as_ref()
+            .map_err(|why| UpdateError::Unavailable(why.clone()))?;
+        {
+            let mut job = self.job.lock().unwrap_or_else(|p| p.into_inner());
+            if job.state == "installing" {
+                return Err(UpdateError::Busy);
+            }
+            *job = UpdateJob {
+                state: "installing".into(),
+                ..UpdateJob::default()
+            };
+        }
+        let slot = device.running.other();
+        let target = Target {
+            control: device.control.as_ref(),
+            slot,
+            partition: slot_partition(slot),
+            board: &device.board,
+            keys: &device.keys,
+        };
+        tracing::warn!(%slot, "installing a system update into slot {slot}");
+        let mut last_logged = 0u64;
+        let result = install(reader, length, &target, &mut |written, total| {
+            self.set_job(|j| {
+                j.written_bytes = written;
+                j.total_bytes = total;
+            });
+            if written - last_logged >= 64 << 20 {
+                last_logged = written;
+                tracing::info!(written, total, "writing the update");
+            }
+        });
+        match result {
+            Ok(manifest) => {
+                tracing::warn!(version = %manifest.version, %slot, "update installed; slot {slot} boots next, once");
+                self.set_job(|j| {
+                    j.state = "installed".into();
+                    j.version = Some(manifest.version.clone());
+                });
+                Ok(manifest.version)
+            }
+            Err(err) => {
+                tracing::error!(%err, "the update was not installed");
+                self.set_job(|j| {
+                    j.state = "failed".into();
+                    j.error = Some(err.to_string());
+                });
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Makes the other slot, which must hold a confirmed system, boot next
+    /// (once, on trial like an update). The device is not restarted here.
+    pub fn switch_back(&self) -> Result<String, UpdateError> {
+        let device = self
+            .device
+            .as_ref()
+            .map_err(|why| UpdateError::Unavailable(why.clone()))?;
+        let slot = switch_to(device.control.as_ref(), device.running)?;
+        tracing::warn!(%slot, "switching back to slot {slot} at the next boot");
+        Ok(slot.letter().into())
+    }
+}
+
+/// IMAGE_VERSION from an os-release file.
+fn system_version(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        l.strip_prefix("IMAGE_VERSION=")
+            .map(|v| v.trim_matches('"').to_owned())
+    })
+}
+
+fn detect_device() -> Result<Device, String> {
+    let running = std::fs::read_to_string(BOOT_SLOT)
+        .ok()
+        .and_then(|s| Slot::parse(&s))
+        .ok_or_else(|| format!("{BOOT_SLOT} does not say which root slot booted"))?;
+    let board = std::fs::read_to_string(BOARD_FILE)
+        .map(|b| b.trim().to_owned())
+        .map_err(|e| format!("{BOARD_FILE}: {e}"))?;
+    let keys = PublicKey::load_dir(Path::new(TRUSTED_KEYS_DIR)).map_err(|e| e.to_string())?;
+    if keys.is_empty() {
+        return Err(format!("no trusted update key in {TRUSTED_KEYS_DIR}"));
+    }
+    let control: Box<dyn BootControl> = if is_mount_point(Path::new("/efi")) {
+        Box::new(SystemdBoot {
+            esp: PathBuf::from("/efi"),
+        })
+    } else if is_mount_point(Path::new("/boot/firmware")) {
+        Box::new(PiTryboot {
+            boot: PathBuf::from("/boot/firmware"),
+        })
+    } else {
+        return Err("the boot partition is not mounted (/efi or /boot/firmware)".into());
+    };
+    Ok(Device {
+        control,
+        running,
+        board,
+        keys,
+    })
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(4) == Some(&*path.to_string_lossy()))
+        })
+        .unwrap_or(false)
+}
+
+/// The block device of a slot: by its GPT name, or (MBR, the Pi) by the
+/// running root's PARTUUID with the other partition number.
+fn slot_partition(slot: Slot) -> PathBuf {
+    let by_label = Path::new("/dev/disk/by-partlabel").join(slot.partition_label());
+    if by_label.exists() {
+        return by_label;
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let number = if slot == Slot::A { "02" } else { "03" };
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("root=PARTUUID="))
+        .and_then(|id| id.rsplit_once('-'))
+        .map(|(disk, _)| Path::new("/dev/disk/by-partuuid").join(format!("{disk}-{number}")))
+        .unwrap_or(by_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_comes_from_os_release() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("os-release");
+        std::fs::write(
+            &path,
+            "NAME=\"Debian\"\nIMAGE_ID=ddaemon\nIMAGE_VERSION=1.4.2\n",
+        )
+        .expect("write");
+        assert_eq!(system_version(&path).as_deref(), Some("1.4.2"));
+        std::fs::write(&path, "NAME=\"Debian\"\n").expect("write");
+        assert_eq!(system_version(&path), None);
+    }
+
+    #[test]
+    fn off_the_device_updates_say_why_not() {
+        let updates = Updates::detect(false);
+        let status = updates.status();
+        assert!(!status.available);
+        assert!(
+            status
+                .unavailable_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("--power-control")),
+            "{status:?}"
+        );
+        let err = updates.install(&b""[..], None).expect_err("unavailable");
+        assert!(matches!(err, UpdateError::Unavailable(_)));
+    }
+}
