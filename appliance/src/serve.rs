@@ -183,6 +183,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     if let Err(err) = apps.recover().await {
         tracing::error!(%err, "cannot check the installed apps");
     }
+    if options.power_control {
+        start_reset_button(&state, &options.data_dir);
+    }
     let app = router(state);
     let tls_app = app.clone();
 
@@ -317,5 +320,99 @@ fn bind_private_socket(path: &Path) -> Result<UnixListener, ServeError> {
 fn remove_socket(path: &Path) {
     if let Err(err) = std::fs::remove_file(path) {
         tracing::debug!(path = %path.display(), %err, "control socket already gone");
+    }
+}
+
+/// The board file the image builder put in (`/usr/share/ddaemon/boards/ID.toml`).
+const BOARDS_DIR: &str = "/usr/share/ddaemon/boards";
+
+/// Watches the board's reset button on a thread of its own and carries out
+/// what its presses ask for. Only the device's own supervisor does this.
+fn start_reset_button(state: &AppState, data_dir: &Path) {
+    use crate::system::reset_button::{blink, open_board_button, watch};
+    use ddaemon_recovery::button::Request;
+    let board = std::fs::read_to_string("/usr/share/ddaemon/board")
+        .map_err(|e| e.to_string())
+        .and_then(|id| {
+            ddaemon_boards::load(Path::new(BOARDS_DIR), id.trim()).map_err(|e| e.to_string())
+        });
+    let board = match board {
+        Ok(b) => b,
+        Err(err) => {
+            tracing::warn!(%err, "no board file: the reset button is not watched");
+            return;
+        }
+    };
+    let source = match open_board_button(&board.reset_button) {
+        Ok(s) => s,
+        Err(err) => {
+            tracing::warn!(%err, "the reset button cannot be watched");
+            return;
+        }
+    };
+    let led = board.status_led.map(|l| l.name);
+    let handle = tokio::runtime::Handle::current();
+    let state = state.clone();
+    let marker = data_dir.join("ddaemon/factory-reset");
+    let spawned = std::thread::Builder::new()
+        .name("reset-button".into())
+        .spawn(move || {
+            let leds = Path::new("/sys/class/leds");
+            let armed = |request: Request| {
+                if let Some(led) = &led {
+                    blink(
+                        leds,
+                        led,
+                        if request == Request::FactoryReset {
+                            6
+                        } else {
+                            3
+                        },
+                    );
+                }
+            };
+            let act = |request: Request| {
+                handle.block_on(carry_out(&state, &marker, request));
+            };
+            let err = watch(source, armed, act);
+            tracing::error!(%err, "the reset button is no longer watched");
+        });
+    if let Err(err) = spawned {
+        tracing::error!(%err, "cannot start the reset button's watcher");
+    }
+}
+
+/// What a reset-button pattern asked for.
+async fn carry_out(state: &AppState, marker: &Path, request: ddaemon_recovery::button::Request) {
+    use crate::system::PowerAction;
+    use ddaemon_recovery::button::Request;
+    match request {
+        Request::SoftReset => match state.db.soft_reset().await {
+            Ok(()) => {
+                state.reopen_setup();
+                tracing::warn!(
+                    "soft reset: the admin password is cleared; the setup wizard is open again (apps and data kept)"
+                );
+            }
+            Err(err) => tracing::error!(%err, "soft reset failed"),
+        },
+        Request::FactoryReset => {
+            // ddaemon-init wipes /data (all but /data/disks) at the next boot.
+            if let Err(err) =
+                ddaemon_runtime::fs_atomic::write_atomic(marker, b"reset button held 15 s\n")
+            {
+                tracing::error!(%err, "factory reset: cannot record the request");
+                return;
+            }
+            tracing::warn!("factory reset requested: restarting to wipe /data (not /data/disks)");
+            if let Err(err) = state.power.request(PowerAction::Restart).await {
+                tracing::error!(%err, "factory reset: cannot restart");
+            }
+        }
+        Request::PowerOff => {
+            if let Err(err) = state.power.request(PowerAction::PowerOff).await {
+                tracing::error!(%err, "the power button: cannot shut down");
+            }
+        }
     }
 }

@@ -356,6 +356,12 @@ mod tests {
         let boards = load_all(&source_dir()).expect("boards");
         let ids: Vec<&str> = boards.iter().map(|b| b.id.as_str()).collect();
         assert_eq!(ids, ["qemu-arm64", "rpi4", "rpi5", "x86_64-efi"]);
+        // The image carries each board re-serialised; the device reads it back.
+        for board in &boards {
+            let text = toml::to_string(board).expect("serialise");
+            let path = PathBuf::from(format!("{}.toml", board.id));
+            assert_eq!(&parse(&text, &path).expect("reparse"), board);
+        }
         let pi = load(&source_dir(), "rpi4").expect("rpi4");
         assert_eq!(pi.partition_table, PartitionTable::Mbr);
         assert!(

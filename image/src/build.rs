@@ -671,6 +671,21 @@ impl BuildOptions {
         )?;
         self.write("/etc/hostname", "ddaemon\n")?;
         self.write("/usr/share/ddaemon/board", &format!("{}\n", self.board.id))?;
+        // The supervisor reads the reset button and status LED from it.
+        let board_toml = toml::to_string(&self.board)
+            .map_err(|e| BuildError::Unsupported(format!("board {}: {e}", self.board.id)))?;
+        self.write(
+            &format!("/usr/share/ddaemon/boards/{}.toml", self.board.id),
+            &board_toml,
+        )?;
+        if self.board.reset_button == ddaemon_boards::ResetButton::PowerButton {
+            // The supervisor counts the presses (five: soft reset) and shuts
+            // down on a lone one itself.
+            self.write(
+                "/etc/systemd/logind.conf.d/ddaemon.conf",
+                "[Login]\nHandlePowerKey=ignore\n",
+            )?;
+        }
         self.write(
             &format!("{}/build.pub", bundle::TRUSTED_KEYS_DIR),
             &format!("{}\n", key.public_key().to_hex()),

@@ -290,6 +290,12 @@ pub fn write_bundle(
         path: out.to_owned(),
         source: e.into_error(),
     })?;
+    // Readable by all, like any download (a temporary file starts 0600).
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .map_err(file_err(out))?;
     tmp.as_file().sync_all().map_err(file_err(out))?;
     tmp.persist(out).map_err(|e| BundleError::File {
         path: out.to_owned(),

@@ -1,9 +1,9 @@
 //! The built images, booted in QEMU (TCG: no KVM needed) as a newcomer
-//! would boot them. x86_64-efi under OVMF: the setup page's API answers,
-//! setup completes, the setup survives a power-off and boot, the host name
-//! is the device name, a restart from the API comes back, the data
-//! partition has grown to fill a larger disk, and the root partition was
-//! never written. qemu-arm64 under AAVMF: boots to its setup page.
+//! would boot them. x86_64-efi under OVMF: setup, then signed A/B updates
+//! (a good one kept, switch back, a broken one rolled back by itself, a
+//! power cut while writing), the data partition grown to fill a larger
+//! disk, slot A never written. qemu-arm64 under AAVMF: boots to its setup
+//! page.
 //!
 //! Needs the images: `scripts/build-image x86_64-efi` and
 //! `scripts/build-image qemu-arm64` (scripts/test runs both).
@@ -161,18 +161,44 @@ fn sha_of_range(disk: &Path, start: u64, len: u64) -> String {
 
 struct Vm {
     child: Child,
+    machine: &'static Machine,
+    disk: PathBuf,
     dir: PathBuf,
     port: u16,
     csrf: String,
     boot_timeout: Duration,
+    /// Boots so far: each has its own serial log.
+    boots: u32,
 }
 
 impl Vm {
-    fn start(machine: &Machine, dir: &Path, disk: &Path) -> Self {
+    fn start(machine: &'static Machine, dir: &Path, disk: &Path) -> Self {
         let port = free_port();
-        let child = Command::new(machine.qemu)
+        let mut vm = Self {
+            child: Command::new("true").spawn().expect("true"),
+            machine,
+            disk: disk.to_owned(),
+            dir: dir.to_owned(),
+            port,
+            csrf: String::new(),
+            boot_timeout: machine.boot_timeout,
+            boots: 0,
+        };
+        vm.launch();
+        vm
+    }
+
+    /// Starts QEMU on the disk. A restart inside the guest ends QEMU
+    /// (`-action reboot=shutdown`) and the test starts it again: a cold
+    /// start, as after a power cycle, with the same disk and UEFI
+    /// variables. (OVMF's own warm reset under TCG took minutes here.)
+    fn launch(&mut self) {
+        let machine = self.machine;
+        self.boots += 1;
+        let serial = self.serial_log();
+        self.child = Command::new(machine.qemu)
             .args(machine.args)
-            .args(["-m", "2048", "-smp", "2"])
+            .args(["-m", "2048", "-smp", "2", "-action", "reboot=shutdown"])
             .arg("-drive")
             .arg(format!(
                 "if=pflash,format=raw,readonly=on,file={}",
@@ -181,13 +207,13 @@ impl Vm {
             .arg("-drive")
             .arg(format!(
                 "if=pflash,format=raw,file={}",
-                dir.join("vars.fd").display()
+                self.dir.join("vars.fd").display()
             ))
             .arg("-drive")
-            .arg(format!("file={},format=raw,if=virtio", disk.display()))
+            .arg(format!("file={},format=raw,if=virtio", self.disk.display()))
             .args([
                 "-netdev",
-                &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80"),
+                &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:80", self.port),
                 "-device",
                 "virtio-net-pci,netdev=n0",
             ])
@@ -195,13 +221,13 @@ impl Vm {
             .arg("-qmp")
             .arg(format!(
                 "unix:{},server=on,wait=off",
-                dir.join("qmp.sock").display()
+                self.dir.join("qmp.sock").display()
             ))
             .arg("-serial")
-            .arg(format!("file:{}", dir.join("serial.log").display()))
+            .arg(format!("file:{}", serial.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("qemu.err")).expect("qemu.err"))
+            .stderr(std::fs::File::create(self.dir.join("qemu.err")).expect("qemu.err"))
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
@@ -209,25 +235,108 @@ impl Vm {
                     machine.qemu, machine.packages
                 )
             });
-        Self {
-            child,
-            dir: dir.to_owned(),
-            port,
-            csrf: String::new(),
-            boot_timeout: machine.boot_timeout,
+    }
+
+    fn serial_log(&self) -> PathBuf {
+        self.dir.join(format!("serial-{}.log", self.boots))
+    }
+
+    /// Waits (at most `within`) for the guest to restart itself: QEMU ends
+    /// after the kernel's "Restarting system"; then starts it again.
+    fn wait_for_restart(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the guest did not restart within {within:?}; serial log:\n{}",
+                self.serial_tail()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let log = std::fs::read_to_string(self.serial_log()).unwrap_or_default();
+        assert!(
+            log.contains("reboot: Restarting system"),
+            "QEMU ended without the guest asking for a restart; serial log:\n{}",
+            self.serial_tail()
+        );
+        self.launch();
+    }
+
+    /// Presses the machine's power button `times` times, `apart` from each
+    /// other (QMP `system_powerdown`: an ACPI power button event).
+    fn press_power_button(&self, times: u32, apart: Duration) {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let socket =
+            std::os::unix::net::UnixStream::connect(self.dir.join("qmp.sock")).expect("QMP socket");
+        let mut lines = BufReader::new(socket.try_clone().expect("clone"));
+        let mut send = |command: &str| {
+            writeln!(&socket, "{{\"execute\":\"{command}\"}}").expect("QMP write");
+            // Skip events until the command's answer.
+            loop {
+                let mut line = String::new();
+                lines.read_line(&mut line).expect("QMP read");
+                assert!(!line.is_empty(), "QMP closed");
+                if line.contains("\"return\"") || line.contains("\"error\"") {
+                    assert!(line.contains("\"return\""), "QMP {command}: {line}");
+                    break;
+                }
+            }
+        };
+        let mut greeting = String::new();
+        BufReader::new(socket.try_clone().expect("clone"))
+            .read_line(&mut greeting)
+            .expect("QMP greeting");
+        send("qmp_capabilities");
+        for i in 0..times {
+            if i > 0 {
+                std::thread::sleep(apart);
+            }
+            send("system_powerdown");
         }
     }
 
+    /// Waits until the supervisor's health says `setup_complete` is `want`.
+    fn wait_for_setup_complete(&mut self, want: bool, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(health) = self.get("/api/v1/health")
+                && health["setup_complete"] == want
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "setup_complete never became {want}; serial log:\n{}",
+                self.serial_tail()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// A hard power cut: QEMU killed, then started again.
+    fn power_cut(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.launch();
+    }
+
     fn serial_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("serial.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.serial_log()).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
 
     fn curl(&self, args: &[&str]) -> Option<String> {
+        self.curl_within(10, args)
+    }
+
+    fn curl_within(&self, seconds: u32, args: &[&str]) -> Option<String> {
         let jar = self.dir.join("cookies.txt");
         let o = Command::new("curl")
-            .args(["-sS", "--fail", "--max-time", "10", "-b"])
+            .args(["-sS", "--fail", "--max-time", &seconds.to_string(), "-b"])
             .arg(&jar)
             .arg("-c")
             .arg(&jar)
@@ -335,20 +444,69 @@ impl Vm {
         );
     }
 
-    /// Restarts through the API: waits for the supervisor to go away and
-    /// come back; returns the seconds from the request to its answer.
-    fn restart(&mut self) -> f64 {
-        let asked = Instant::now();
-        self.power("restart");
-        while self.get("/api/v1/health").is_some() {
+    /// Sends an update bundle to `POST /api/v1/system/update`; the answer.
+    fn send_update(&mut self, bundle: &Path, restart: bool) -> Option<serde_json::Value> {
+        let csrf = format!("X-CSRF-Token: {}", self.csrf);
+        let answer = self.curl_within(
+            600,
+            &[
+                "-H",
+                "Content-Type: application/octet-stream",
+                "-H",
+                &csrf,
+                "--data-binary",
+                &format!("@{}", bundle.display()),
+                &self.url(&format!("/api/v1/system/update?restart={restart}")),
+            ],
+        )?;
+        serde_json::from_str(&answer).ok()
+    }
+
+    /// Installs a bundle through the API; waits for the restart into it
+    /// and for an answer on the new system.
+    fn update(&mut self, bundle: &Path) {
+        let sent = Instant::now();
+        let answer = self.send_update(bundle, true);
+        assert!(
+            answer.as_ref().is_some_and(|a| a["restarting"] == true),
+            "the update was not accepted: {answer:?}\n{}",
+            self.serial_tail()
+        );
+        eprintln!(
+            "update {} sent and written in {:.1} s",
+            bundle.display(),
+            sent.elapsed().as_secs_f64()
+        );
+        self.wait_for_restart(SHUTDOWN_TIMEOUT);
+    }
+
+    fn update_status(&mut self) -> serde_json::Value {
+        self.get("/api/v1/system/update")
+            .unwrap_or_else(|| panic!("GET /api/v1/system/update:\n{}", self.serial_tail()))
+    }
+
+    /// Waits until the running slot is confirmed (systemd-bless-boot kept
+    /// its entry after the boot check passed).
+    fn wait_until_confirmed(&mut self, slot: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let status = self.update_status();
+            let mine = status["slots"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["slot"] == slot))
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(mine["running"], true, "slot {slot} runs: {status}");
+            if mine["state"] == "good" {
+                return status;
+            }
             assert!(
-                asked.elapsed() < SHUTDOWN_TIMEOUT,
-                "the guest did not restart within {SHUTDOWN_TIMEOUT:?}; serial log:\n{}",
+                Instant::now() < deadline,
+                "slot {slot} was never confirmed: {status}\n{}",
                 self.serial_tail()
             );
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_secs(2));
         }
-        self.wait_for_health(asked).1
     }
 }
 
@@ -359,13 +517,72 @@ impl Drop for Vm {
     }
 }
 
-/// The x86_64 image as a newcomer meets it: first boot, setup, power-off,
-/// second boot with the setup kept and the host name set, a restart from
-/// the API, and a last power-off; the data partition grew to the disk's end
-/// and the root partition was never written.
+/// An update bundle made from the last x86_64-efi build with another
+/// version stamped in and, for a broken one, files laid over the root.
+fn bundle(out: &Path, version: &str, add: Option<&Path>) -> PathBuf {
+    let started = Instant::now();
+    let mut c = Command::new(repo().join("target/release/ddaemon-image"));
+    c.current_dir(repo())
+        .args([
+            "bundle",
+            "--board",
+            "x86_64-efi",
+            "--version",
+            version,
+            "--out",
+        ])
+        .arg(out);
+    if let Some(add) = add {
+        c.arg("--add").arg(add);
+    }
+    let o = c
+        .output()
+        .expect("target/release/ddaemon-image (scripts/build-image builds it)");
+    assert!(
+        o.status.success(),
+        "ddaemon-image bundle: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!(
+        "bundle {version} made in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    out.join(format!("ddaemon-x86_64-efi-{version}.ddaemon-update"))
+}
+
+fn slot<'a>(status: &'a serde_json::Value, letter: &str) -> &'a serde_json::Value {
+    status["slots"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["slot"] == letter))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// The x86_64 image as a newcomer meets it, then through its updates:
+/// first boot and setup; a signed update installs into slot B, the device
+/// restarts into it, reports the new version and keeps the setup; "switch
+/// back" returns to A; an update whose supervisor never answers is tried
+/// once and the device comes back to A by itself, saying so; a power cut
+/// while an update is written leaves A booting; the power button pressed
+/// five times opens the setup wizard again with the apps kept, ten times
+/// wipes the device; power-off from the API.
+/// The data partition grew to the disk's end and slot A's partition was
+/// never written.
 #[test]
-fn the_x86_64_image_boots_keeps_its_setup_and_grows_its_data() {
+fn the_x86_64_image_boots_updates_rolls_back_and_keeps_its_setup() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Made before QEMU runs: each is a fresh erofs of the whole root.
+    let good = bundle(dir.path(), "9.0.0-test", None);
+    // The broken system: its supervisor's unit runs something that exits.
+    let broken_files = dir.path().join("broken");
+    let dropin = broken_files.join("usr/lib/systemd/system/ddaemon.service.d");
+    std::fs::create_dir_all(&dropin).expect("mkdir");
+    std::fs::write(
+        dropin.join("broken.conf"),
+        "[Service]\nExecStart=\nExecStart=/bin/sh -c 'echo broken on purpose; exit 3'\n",
+    )
+    .expect("drop-in");
+    let broken = bundle(dir.path(), "9.0.1-broken", Some(&broken_files));
+
     // A bigger disk than the image, as on a real SSD.
     let (disk, disk_size) = X86_64.prepare(dir.path(), 1024 * 1024 * 1024);
     let before = partitions(&disk);
@@ -381,16 +598,25 @@ fn the_x86_64_image_boots_keeps_its_setup_and_grows_its_data() {
     let (health, seconds) = vm.wait_for_health(started);
     eprintln!("first boot: /api/v1/health answered after {seconds:.1} s");
     assert_eq!(health["setup_complete"], false, "{health}");
+    let original = health["system_version"]
+        .as_str()
+        .expect("system_version")
+        .to_owned();
     vm.set_up("bootdev");
-    vm.power_off();
+    let status = vm.update_status();
+    assert_eq!(status["available"], true, "{status}");
+    assert_eq!(slot(&status, "a")["running"], true, "{status}");
+    assert_eq!(slot(&status, "b")["state"], "empty", "{status}");
 
-    let started = Instant::now();
-    let mut vm = Vm::start(&X86_64, dir.path(), &disk);
-    let (health, seconds) = vm.wait_for_health(started);
-    eprintln!("second boot: /api/v1/health answered after {seconds:.1} s");
+    // A good update: restart into slot B, new version, setup kept.
+    let asked = Instant::now();
+    vm.update(&good);
+    let (health, seconds) = vm.wait_for_health(asked);
+    eprintln!("updated: answering on the new system {seconds:.1} s after the upload began");
+    assert_eq!(health["system_version"], "9.0.0-test", "{health}");
     assert_eq!(
         health["setup_complete"], true,
-        "the setup survives a power-off: {health}"
+        "the setup survives an update: {health}"
     );
     vm.login();
     let system = vm.get("/api/v1/system").expect("GET /api/v1/system");
@@ -398,11 +624,135 @@ fn the_x86_64_image_boots_keeps_its_setup_and_grows_its_data() {
         system["hostname"], "bootdev",
         "the host name is the device name: {system}"
     );
-    let seconds = vm.restart();
-    eprintln!("restart from the API: answering again after {seconds:.1} s");
+    let status = vm.wait_until_confirmed("b");
+    assert_eq!(slot(&status, "a")["version"], original.as_str(), "{status}");
+    assert_eq!(status["switch_back_to"], "a", "{status}");
+
+    // Switch back to A.
+    let asked = Instant::now();
+    let answer = vm.post("/api/v1/system/update/switch-back", "{}");
+    assert!(
+        answer.is_some_and(|a| a["slot"] == "a"),
+        "switch back refused"
+    );
+    vm.wait_for_restart(SHUTDOWN_TIMEOUT);
+    let (health, seconds) = vm.wait_for_health(asked);
+    eprintln!("switched back: answering {seconds:.1} s after the request");
+    assert_eq!(health["system_version"], original.as_str(), "{health}");
     vm.login();
+    vm.wait_until_confirmed("a");
+
+    // An update whose supervisor never answers: tried once, then back to A.
+    let asked = Instant::now();
+    vm.update(&broken);
+    // The broken system boots, its boot check gives up and restarts it.
+    vm.wait_for_restart(Duration::from_secs(600));
+    let (health, seconds) = vm.wait_for_health(asked);
+    eprintln!("rolled back: answering on the old system {seconds:.1} s after the upload began");
+    assert_eq!(health["system_version"], original.as_str(), "{health}");
+    vm.login();
+    let status = vm.update_status();
+    assert_eq!(status["rolled_back"], "9.0.1-broken", "{status}");
+    assert_eq!(slot(&status, "a")["running"], true, "{status}");
+    assert_eq!(slot(&status, "b")["state"], "failed", "{status}");
+    let page = vm.curl(&[&vm.url("/system")]).unwrap_or_default();
+    assert!(
+        page.contains("did not start properly, so the device went back to version"),
+        "the System page says the update was rolled back"
+    );
+
+    // A power cut while an update is being written.
+    let csrf = vm.csrf.clone();
+    let mut upload = Command::new("curl")
+        .args(["-sS", "-b"])
+        .arg(dir.path().join("cookies.txt"))
+        .args([
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-H",
+            &format!("X-CSRF-Token: {csrf}"),
+            "--data-binary",
+            &format!("@{}", good.display()),
+            &vm.url("/api/v1/system/update?restart=false"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("curl");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = vm.update_status();
+        if status["job"]["state"] == "installing"
+            && status["job"]["written_bytes"].as_u64().unwrap_or(0) > 16 << 20
+        {
+            eprintln!(
+                "power cut after {} bytes written",
+                status["job"]["written_bytes"]
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the update never started writing: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let cut = Instant::now();
+    vm.power_cut();
+    let _ = upload.kill();
+    let _ = upload.wait();
+    let (health, seconds) = vm.wait_for_health(cut);
+    eprintln!("after the power cut: answering after {seconds:.1} s");
+    assert_eq!(health["system_version"], original.as_str(), "{health}");
+    assert_eq!(health["setup_complete"], true, "nothing lost: {health}");
+    vm.login();
+    let status = vm.update_status();
+    assert_eq!(slot(&status, "a")["running"], true, "{status}");
+    assert_eq!(
+        slot(&status, "b")["state"],
+        "empty",
+        "the half-written slot never boots: {status}"
+    );
     let system = vm.get("/api/v1/system").expect("GET /api/v1/system");
     assert_eq!(system["device_name"], "bootdev", "{system}");
+
+    // The reset button (this board's is the power button, pressed through
+    // ACPI): five presses within 10 s are a soft reset, the setup wizard
+    // comes back and the apps stay.
+    let added = vm.post(
+        "/api/v1/external-apps",
+        r#"{"name":"printer","title":"Printer","target":"10.0.2.2:631"}"#,
+    );
+    assert!(
+        added.is_some_and(|a| a["name"] == "printer"),
+        "external app added"
+    );
+    vm.press_power_button(5, Duration::from_millis(800));
+    vm.wait_for_setup_complete(false, Duration::from_secs(60));
+    vm.set_up("bootdev2");
+    let apps = vm
+        .get("/api/v1/external-apps")
+        .expect("GET /api/v1/external-apps");
+    assert!(
+        apps.to_string().contains("\"printer\""),
+        "apps are kept by a soft reset: {apps}"
+    );
+    // Ten presses within 20 s: a factory reset, which restarts the device
+    // and wipes /data (but /data/disks: ddaemon-init's own tests).
+    vm.press_power_button(10, Duration::from_millis(800));
+    let pressed = Instant::now();
+    vm.wait_for_restart(SHUTDOWN_TIMEOUT);
+    let (health, seconds) = vm.wait_for_health(pressed);
+    eprintln!("factory reset: a fresh device answers {seconds:.1} s after the presses");
+    assert_eq!(health["setup_complete"], false, "{health}");
+    vm.set_up("bootdev3");
+    let apps = vm
+        .get("/api/v1/external-apps")
+        .expect("GET /api/v1/external-apps");
+    assert!(
+        !apps.to_string().contains("\"printer\""),
+        "a factory reset leaves no app: {apps}"
+    );
     vm.power_off();
 
     let after = partitions(&disk);
@@ -416,7 +766,7 @@ fn the_x86_64_image_boots_keeps_its_setup_and_grows_its_data() {
     assert_eq!(
         sha_of_range(&disk, root.1 * 512, root.2 * 512),
         root_sha,
-        "the root partition is read-only: not a byte changed"
+        "slot A is read-only and never the update's target here: not a byte changed"
     );
 }
 

@@ -98,4 +98,25 @@ impl StateDb {
         })
         .await
     }
+
+    /// The reset button's soft reset: the admin password, the sessions and
+    /// the "set up" mark go, so the setup wizard runs again; the device
+    /// name (offered again by the wizard), apps and data stay.
+    pub async fn soft_reset(&self) -> Result<(), StateError> {
+        let db = self.clone();
+        self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| db.sqlite_error(e))?;
+            let write = || -> rusqlite::Result<()> {
+                tx.execute("DELETE FROM settings WHERE key = ?1", [SETUP_COMPLETED_AT])?;
+                tx.execute("DELETE FROM sessions", [])?;
+                tx.execute("DELETE FROM users WHERE role = 'admin'", [])?;
+                Ok(())
+            };
+            write().map_err(|e| db.sqlite_error(e))?;
+            tx.commit().map_err(|e| db.sqlite_error(e))
+        })
+        .await
+    }
 }

@@ -9,6 +9,7 @@ mod device_name;
 mod humanize;
 mod info;
 mod power;
+pub mod reset_button;
 mod timezone;
 mod update;
 

@@ -148,7 +148,7 @@ pub struct SwitchQuery {
 #[utoipa::path(post, path = "/api/v1/system/update/switch-back", tag = "system",
     params(SwitchQuery),
     security(("session" = [], "csrf" = [])),
-    responses((status = 200, body = UpdateApplied), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 200, body = UpdateApplied), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "Updates are not available here, or the other slot holds no confirmed system"),
         (status = 500, body = ErrorBody)))]
 pub async fn switch_back(

@@ -149,6 +149,12 @@ impl AppState {
             .then_some(NameOwner::ExternalApp))
     }
 
+    /// Opens the setup wizard again after a soft reset (the database
+    /// already forgot the admin password).
+    pub fn reopen_setup(&self) {
+        self.setup_complete.store(false, Ordering::Release);
+    }
+
     /// Called once setup has been committed.
     pub fn mark_setup_complete(&self, device_name: &str) {
         self.setup_complete.store(true, Ordering::Release);

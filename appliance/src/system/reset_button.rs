@@ -1,0 +1,348 @@
+//! Watching the reset button the board file names, and carrying out what
+//! its presses ask for (the patterns are `ddaemon_recovery::button`'s).
+//!
+//! - A GPIO button, through the kernel's GPIO character device
+//!   (`gpiocdev`, which serves the Raspberry Pi's header too).
+//! - A PC's power button, through the input device the kernel makes for
+//!   it (`KEY_POWER` events from `/dev/input/event*`); systemd-logind is
+//!   told to leave the key alone (the image sets `HandlePowerKey=ignore`),
+//!   so one press still shuts down, but through here.
+//!
+//! Every press is logged; the status LED blinks at each threshold.
+
+use std::os::fd::AsFd as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ddaemon_boards::ResetButton;
+use ddaemon_recovery::button::{Kind, PressPattern, Request, Signal};
+
+/// How often the patterns hear that time passed.
+const TICK: Duration = Duration::from_millis(100);
+/// `EV_KEY` and `KEY_POWER` from linux/input-event-codes.h.
+const EV_KEY: u16 = 1;
+const KEY_POWER: u16 = 116;
+/// `struct input_event` on 64-bit kernels: timeval, type, code, value.
+const INPUT_EVENT_SIZE: usize = 24;
+
+/// One change of the button.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    pub pressed: bool,
+}
+
+/// Where presses come from.
+pub trait ButtonSource: Send {
+    /// Waits at most `wait` for the next change.
+    fn next(&mut self, wait: Duration) -> std::io::Result<Option<Edge>>;
+    fn kind(&self) -> Kind;
+    fn describe(&self) -> String;
+}
+
+/// The power button's input devices.
+#[derive(Debug)]
+pub struct PowerButton {
+    devices: Vec<(PathBuf, std::fs::File)>,
+}
+
+impl PowerButton {
+    /// Opens every input device that reports `KEY_POWER` (found through
+    /// sysfs: `/sys/class/input/eventN/device/capabilities/key`).
+    pub fn open(sys_input: &Path, dev_input: &Path) -> std::io::Result<Self> {
+        let mut devices = Vec::new();
+        for entry in std::fs::read_dir(sys_input)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("event") {
+                continue;
+            }
+            let caps = std::fs::read_to_string(entry.path().join("device/capabilities/key"))
+                .unwrap_or_default();
+            if has_key(&caps, KEY_POWER) {
+                let path = dev_input.join(&name);
+                let file = std::fs::File::open(&path)?;
+                devices.push((path, file));
+            }
+        }
+        if devices.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no input device reports a power key",
+            ));
+        }
+        Ok(Self { devices })
+    }
+}
+
+/// Whether a sysfs key bitmap (hex words, most significant first, each a
+/// 64-bit long) has `key` set.
+fn has_key(bitmap: &str, key: u16) -> bool {
+    let words: Vec<&str> = bitmap.split_whitespace().rev().collect();
+    let (word, bit) = (usize::from(key) / 64, u32::from(key) % 64);
+    words
+        .get(word)
+        .and_then(|w| u64::from_str_radix(w, 16).ok())
+        .is_some_and(|w| w & (1 << bit) != 0)
+}
+
+/// The key events in a buffer of `input_event`s: `Some(pressed)` for each
+/// `KEY_POWER` press or release (autorepeat ignored).
+fn power_key_edges(buf: &[u8]) -> Vec<bool> {
+    buf.chunks_exact(INPUT_EVENT_SIZE)
+        .filter_map(|e| {
+            let kind = u16::from_ne_bytes([e[16], e[17]]);
+            let code = u16::from_ne_bytes([e[18], e[19]]);
+            let value = i32::from_ne_bytes([e[20], e[21], e[22], e[23]]);
+            (kind == EV_KEY && code == KEY_POWER && (value == 0 || value == 1))
+                .then_some(value == 1)
+        })
+        .collect()
+}
+
+impl ButtonSource for PowerButton {
+    fn next(&mut self, wait: Duration) -> std::io::Result<Option<Edge>> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::io::Read as _;
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd<'_>> = self
+                .devices
+                .iter()
+                .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+                .collect();
+            let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+            poll(&mut fds, timeout).map_err(std::io::Error::from)?;
+            fds.iter()
+                .map(|f| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+                .collect()
+        };
+        for (i, is_ready) in ready.into_iter().enumerate() {
+            if !is_ready {
+                continue;
+            }
+            let mut buf = [0u8; INPUT_EVENT_SIZE * 16];
+            let n = self.devices[i].1.read(&mut buf)?;
+            // Presses and releases come as pairs; the pattern counts presses.
+            if let Some(&pressed) = power_key_edges(&buf[..n]).iter().find(|p| **p) {
+                return Ok(Some(Edge { pressed }));
+            }
+        }
+        Ok(None)
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Presses
+    }
+
+    fn describe(&self) -> String {
+        let paths: Vec<String> = self
+            .devices
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
+        format!("the power button ({})", paths.join(", "))
+    }
+}
+
+/// A GPIO line with edge events.
+#[derive(Debug)]
+pub struct GpioButton {
+    request: gpiocdev::Request,
+    name: String,
+}
+
+impl GpioButton {
+    pub fn open(chip: &str, line: u32, active_low: bool) -> Result<Self, gpiocdev::Error> {
+        let path = if chip.starts_with('/') {
+            chip.to_owned()
+        } else {
+            format!("/dev/{chip}")
+        };
+        let mut builder = gpiocdev::Request::builder();
+        builder
+            .on_chip(&path)
+            .with_consumer("ddaemon-reset-button")
+            .with_line(line)
+            .as_input()
+            .with_edge_detection(gpiocdev::line::EdgeDetection::BothEdges);
+        if active_low {
+            builder.as_active_low();
+        }
+        Ok(Self {
+            request: builder.request()?,
+            name: format!("GPIO line {line} of {path}"),
+        })
+    }
+}
+
+impl ButtonSource for GpioButton {
+    fn next(&mut self, wait: Duration) -> std::io::Result<Option<Edge>> {
+        let gpio = |e: gpiocdev::Error| std::io::Error::other(e.to_string());
+        if !self.request.wait_edge_event(wait).map_err(gpio)? {
+            return Ok(None);
+        }
+        let event = self.request.read_edge_event().map_err(gpio)?;
+        Ok(Some(Edge {
+            pressed: event.kind == gpiocdev::line::EdgeKind::Rising,
+        }))
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Held
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// The board's button, opened.
+pub fn open_board_button(button: &ResetButton) -> Result<Box<dyn ButtonSource>, String> {
+    match button {
+        ResetButton::Gpio {
+            chip,
+            line,
+            active_low,
+        } => GpioButton::open(chip, *line, *active_low)
+            .map(|b| Box::new(b) as Box<dyn ButtonSource>)
+            .map_err(|e| format!("GPIO line {line} of {chip}: {e}")),
+        ResetButton::PowerButton => {
+            PowerButton::open(Path::new("/sys/class/input"), Path::new("/dev/input"))
+                .map(|b| Box::new(b) as Box<dyn ButtonSource>)
+                .map_err(|e| format!("the power button: {e}"))
+        }
+    }
+}
+
+/// Blinks a status LED `times` times (from `/sys/class/leds/NAME`), then
+/// gives it back to its trigger.
+pub fn blink(leds: &Path, name: &str, times: u32) {
+    let dir = leds.join(name);
+    let trigger_path = dir.join("trigger");
+    // The active trigger is the one in brackets.
+    let previous = std::fs::read_to_string(&trigger_path).ok().and_then(|t| {
+        t.split_whitespace()
+            .find(|w| w.starts_with('['))
+            .map(|w| w.trim_matches(['[', ']']).to_owned())
+    });
+    let _ = std::fs::write(&trigger_path, "none");
+    for _ in 0..times {
+        let _ = std::fs::write(dir.join("brightness"), "1");
+        std::thread::sleep(Duration::from_millis(150));
+        let _ = std::fs::write(dir.join("brightness"), "0");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    if let Some(previous) = previous {
+        let _ = std::fs::write(&trigger_path, previous);
+    }
+}
+
+/// Feeds the source's edges and the clock to the patterns until the
+/// source fails; `act` hears every decision, `armed` every threshold.
+pub fn watch(
+    mut source: Box<dyn ButtonSource>,
+    mut armed: impl FnMut(Request),
+    mut act: impl FnMut(Request),
+) -> std::io::Error {
+    let started = Instant::now();
+    let mut pattern = PressPattern::new(source.kind());
+    tracing::info!(button = %source.describe(), "watching the reset button");
+    loop {
+        let signal = match source.next(TICK) {
+            Ok(Some(edge)) => {
+                tracing::info!(pressed = edge.pressed, button = %source.describe(), "reset button");
+                pattern.edge(edge.pressed, started.elapsed())
+            }
+            Ok(None) => pattern.tick(started.elapsed()),
+            Err(err) => return err,
+        };
+        match signal {
+            Some(Signal::Armed(request)) => {
+                tracing::warn!(?request, "reset button: release now for this");
+                armed(request);
+            }
+            Some(Signal::Act(request)) => {
+                tracing::warn!(?request, "reset button: acting");
+                act(request);
+            }
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_power_key_is_found_in_the_capability_bitmap() {
+        // An ACPI power button: only KEY_POWER (116 = word 1, bit 52).
+        assert!(has_key("10000000000000 0", KEY_POWER));
+        // A keyboard without it.
+        assert!(!has_key("0 fffffffffffffffe", KEY_POWER));
+        assert!(!has_key("", KEY_POWER));
+    }
+
+    fn event(kind: u16, code: u16, value: i32) -> Vec<u8> {
+        let mut e = vec![0u8; 16];
+        e.extend_from_slice(&kind.to_ne_bytes());
+        e.extend_from_slice(&code.to_ne_bytes());
+        e.extend_from_slice(&value.to_ne_bytes());
+        e
+    }
+
+    #[test]
+    fn presses_and_releases_come_out_of_input_events() {
+        let mut buf = event(EV_KEY, KEY_POWER, 1);
+        buf.extend(event(0, 0, 0)); // EV_SYN
+        buf.extend(event(EV_KEY, KEY_POWER, 2)); // autorepeat
+        buf.extend(event(EV_KEY, 30, 1)); // another key
+        buf.extend(event(EV_KEY, KEY_POWER, 0));
+        assert_eq!(power_key_edges(&buf), [true, false]);
+    }
+
+    /// A scripted source: edges at given times since the start.
+    struct Scripted {
+        edges: Vec<(Duration, bool)>,
+        started: Instant,
+    }
+
+    impl ButtonSource for Scripted {
+        fn next(&mut self, wait: Duration) -> std::io::Result<Option<Edge>> {
+            let Some(&(at, pressed)) = self.edges.first() else {
+                return Err(std::io::Error::other("script over"));
+            };
+            let now = self.started.elapsed();
+            if at <= now {
+                self.edges.remove(0);
+                return Ok(Some(Edge { pressed }));
+            }
+            std::thread::sleep(wait.min(at - now));
+            Ok(None)
+        }
+        fn kind(&self) -> Kind {
+            Kind::Presses
+        }
+        fn describe(&self) -> String {
+            "script".into()
+        }
+    }
+
+    #[test]
+    fn five_quick_presses_reach_act_as_a_soft_reset() {
+        let ms = Duration::from_millis;
+        let mut edges = Vec::new();
+        for i in 0..5u64 {
+            edges.push((ms(i * 300), true));
+            edges.push((ms(i * 300 + 100), false));
+        }
+        // Quiet long enough for the pattern to settle, then the end.
+        edges.push((ms(5000), true));
+        let source = Scripted {
+            edges,
+            started: Instant::now(),
+        };
+        let mut acted = Vec::new();
+        let _ = watch(Box::new(source), |_| {}, |r| acted.push(r));
+        assert_eq!(acted, [Request::SoftReset]);
+    }
+}
