@@ -1,7 +1,8 @@
 # Shared by the scripts in this folder: installing what they need, idempotently.
 # shellcheck shell=bash
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+# Each line says how long the script has run, so a log shows where time goes.
+say() { printf '\033[1m==> [%dm%02ds] %s\033[0m\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Installs the Debian packages that are missing; does nothing when all are there.

@@ -54,6 +54,11 @@ enum Command {
         /// and API (set by the device's systemd unit; never on a workstation).
         #[arg(long)]
         power_control: bool,
+        /// Serve recovery mode (install an update, switch slots, factory
+        /// reset, logs) instead of the dashboard; the device's supervisor
+        /// also enters it when the kernel command line says ddaemon.recovery.
+        #[arg(long)]
+        recovery: bool,
         /// A registry (host[:port]) to reach over plain HTTP; repeatable.
         #[arg(long = "insecure-registry", value_name = "HOST")]
         insecure_registries: Vec<String>,
@@ -111,6 +116,9 @@ enum Command {
         /// How long to wait, in seconds.
         #[arg(long, default_value_t = 0)]
         wait: u64,
+        /// Give up early once systemd has restarted this unit three times.
+        #[arg(long, value_name = "UNIT")]
+        unit: Option<String>,
     },
     /// Images on the device: pull, list, remove, side-load.
     Image {
@@ -301,6 +309,7 @@ fn main() -> anyhow::Result<()> {
             no_container_network,
             no_mdns,
             power_control,
+            recovery,
         } => runtime
             .block_on(serve(ServeOptions {
                 data_dir: data,
@@ -313,6 +322,7 @@ fn main() -> anyhow::Result<()> {
                 bridge_address: (!no_container_network).then_some(bridge_address),
                 mdns: !no_mdns,
                 power_control,
+                recovery,
             }))
             .context("ddaemon serve failed"),
         Command::Status { socket, json } => runtime
@@ -324,10 +334,11 @@ fn main() -> anyhow::Result<()> {
         Command::Update { socket, action } => {
             runtime.block_on(update(&ApiClient::new(&socket), action))
         }
-        Command::Health { socket, wait } => runtime
+        Command::Health { socket, wait, unit } => runtime
             .block_on(ddaemon::cli::update::wait_healthy(
                 &ApiClient::new(&socket),
                 std::time::Duration::from_secs(wait),
+                unit.as_deref(),
             ))
             .context("ddaemon health failed"),
         Command::Container { socket, action } => {

@@ -50,6 +50,9 @@ pub struct ServeOptions {
     /// Restart and shut down the machine when the owner asks (the device's
     /// own service only).
     pub power_control: bool,
+    /// Serve recovery mode instead of the dashboard (as the kernel command
+    /// line's `ddaemon.recovery` asks on the device).
+    pub recovery: bool,
 }
 
 /// Why the supervisor could not start or stopped with an error.
@@ -85,6 +88,12 @@ pub enum ServeError {
 
 /// Runs the supervisor until SIGTERM or SIGINT.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if options.recovery
+        || (options.power_control && crate::web::recovery_mode::requested_by(&cmdline))
+    {
+        return serve_recovery(&options).await;
+    }
     let db = StateDb::open(&options.data_dir.join("ddaemon"))?;
     let settings = db.device_settings().await?;
     let zones = TimeZones::load(&options.zoneinfo);
@@ -415,4 +424,28 @@ async fn carry_out(state: &AppState, marker: &Path, request: ddaemon_recovery::b
             }
         }
     }
+}
+
+/// Recovery mode: only its own small page, nothing of the apps.
+async fn serve_recovery(options: &ServeOptions) -> Result<(), ServeError> {
+    use crate::web::recovery_mode::{RecoveryState, router};
+    tracing::warn!(listen = %options.listen, "recovery mode: serving the recovery page only");
+    let state = RecoveryState {
+        updates: crate::system::Updates::detect(options.power_control),
+        power: crate::system::Power::new(options.power_control),
+        factory_reset_marker: options.data_dir.join("ddaemon/factory-reset"),
+    };
+    let tcp = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: options.listen,
+            source,
+        })?;
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    axum::serve(tcp, router(state))
+        .with_graceful_shutdown(async move {
+            term.recv().await;
+        })
+        .await
+        .map_err(ServeError::Server)
 }

@@ -178,8 +178,9 @@ WantedBy=multi-user.target
 /// the supervisor answers. It gates boot-complete.target, after which
 /// systemd-bless-boot keeps the boot entry; if the supervisor does not
 /// answer in time the device restarts, and the boot loader, finding the
-/// entry's one try spent, starts the previous system. Only on a counted
-/// boot (the loader says so in LoaderBootCountPath).
+/// entry's one try spent, starts the previous system. A supervisor that
+/// systemd has had to restart three times is given up on at once. Only on
+/// a counted boot (the loader says so in LoaderBootCountPath).
 const BOOT_CHECK_SERVICE: &str = "[Unit]
 Description=ddaemon: keep this system only if the supervisor answers
 After=ddaemon.service
@@ -190,7 +191,7 @@ FailureAction=reboot
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/bin/ddaemon health --wait 90
+ExecStart=/usr/bin/ddaemon health --wait 90 --unit ddaemon.service
 ";
 
 /// The boot partition where the supervisor writes a new slot's kernel and

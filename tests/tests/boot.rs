@@ -169,6 +169,8 @@ struct Vm {
     boot_timeout: Duration,
     /// Boots so far: each has its own serial log.
     boots: u32,
+    /// When QEMU was last started: a boot's time limit counts from here.
+    launched: Instant,
 }
 
 impl Vm {
@@ -183,6 +185,7 @@ impl Vm {
             csrf: String::new(),
             boot_timeout: machine.boot_timeout,
             boots: 0,
+            launched: Instant::now(),
         };
         vm.launch();
         vm
@@ -195,6 +198,7 @@ impl Vm {
     fn launch(&mut self) {
         let machine = self.machine;
         self.boots += 1;
+        self.launched = Instant::now();
         let serial = self.serial_log();
         self.child = Command::new(machine.qemu)
             .args(machine.args)
@@ -375,7 +379,8 @@ impl Vm {
         serde_json::from_str(&self.curl(&[&self.url(path)])?).ok()
     }
 
-    /// Waits until the supervisor answers; returns its health and the seconds it took.
+    /// Waits until the supervisor answers; returns its health and the
+    /// seconds since `started`.
     fn wait_for_health(&mut self, started: Instant) -> (serde_json::Value, f64) {
         loop {
             if let Some(v) = self.get("/api/v1/health") {
@@ -388,8 +393,8 @@ impl Vm {
                 );
             }
             assert!(
-                started.elapsed() < self.boot_timeout,
-                "ddaemon did not answer within {:?}; serial log:\n{}",
+                self.launched.elapsed() < self.boot_timeout,
+                "ddaemon did not answer within {:?} of QEMU's start; serial log:\n{}",
                 self.boot_timeout,
                 self.serial_tail()
             );

@@ -87,22 +87,53 @@ pub async fn switch_back(
     serde_json::from_slice(&collect(response).await?).map_err(ClientError::Decode)
 }
 
+/// A supervisor unit restarted this often has failed: no use waiting.
+const GIVE_UP_AFTER_RESTARTS: u32 = 3;
+
 /// Waits until the supervisor answers its health check, for at most
-/// `wait`; the boot check that decides whether an updated system is kept.
-pub async fn wait_healthy(client: &ApiClient, wait: Duration) -> Result<(), ClientError> {
+/// `wait`: the boot check that decides whether an updated system is kept.
+/// With `unit`, gives up early once systemd has restarted that unit
+/// [`GIVE_UP_AFTER_RESTARTS`] times (a supervisor that keeps crashing).
+pub async fn wait_healthy(
+    client: &ApiClient,
+    wait: Duration,
+    unit: Option<&str>,
+) -> Result<(), ClientError> {
     let started = Instant::now();
     loop {
-        match client.get_json::<serde_json::Value>("/api/v1/health").await {
-            Ok(health) if health["status"] == "ok" => return Ok(()),
-            Ok(_) | Err(_) if started.elapsed() < wait => {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            Ok(health) => {
+        let answer = client.get_json::<serde_json::Value>("/api/v1/health").await;
+        if let Ok(health) = &answer
+            && health["status"] == "ok"
+        {
+            return Ok(());
+        }
+        if let Some(unit) = unit {
+            let restarts = restarts_of(unit).await;
+            if restarts >= GIVE_UP_AFTER_RESTARTS {
                 return Err(ClientError::Http(format!(
-                    "the supervisor is not healthy after {wait:?}: {health}"
+                    "{unit} was restarted {restarts} times: it keeps failing"
                 )));
             }
-            Err(err) => return Err(err),
         }
+        if started.elapsed() >= wait {
+            return match answer {
+                Ok(health) => Err(ClientError::Http(format!(
+                    "the supervisor is not healthy after {wait:?}: {health}"
+                ))),
+                Err(err) => Err(err),
+            };
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// How often systemd restarted `unit` since it was started (0 when unknown).
+async fn restarts_of(unit: &str) -> u32 {
+    tokio::process::Command::new("systemctl")
+        .args(["show", "--property=NRestarts", "--value", unit])
+        .output()
+        .await
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -12,7 +12,7 @@ use super::api::request_power;
 use super::api_error::{ApiError, ErrorBody};
 use super::session::ApiSession;
 use super::state::AppState;
-use crate::system::{PowerAction, UpdateError, UpdateStatus};
+use crate::system::{PowerAction, UpdateError, UpdateStatus, Updates};
 
 /// The running version, both slots, a rollback if one happened, and an
 /// installation's progress.
@@ -69,7 +69,7 @@ pub async fn apply(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
     });
-    let version = install_stream(&state, body.into_data_stream(), length).await?;
+    let version = install_stream(&state.updates, body.into_data_stream(), length).await?;
     finish(&state, Some(version), None, query.restart.unwrap_or(true)).await
 }
 
@@ -77,7 +77,7 @@ pub async fn apply(
 /// installer reads on a blocking thread while this task hands it the
 /// upload's pieces as they arrive (the upload is never stored whole).
 pub async fn install_stream<S, E>(
-    state: &AppState,
+    updates: &Updates,
     mut stream: S,
     length: Option<u64>,
 ) -> Result<String, ApiError>
@@ -87,7 +87,7 @@ where
 {
     use futures_util::StreamExt as _;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let updates = state.updates.clone();
+    let updates = updates.clone();
     let installer =
         tokio::task::spawn_blocking(move || updates.install(ChannelReader::new(rx), length));
     while let Some(chunk) = stream.next().await {

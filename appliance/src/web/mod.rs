@@ -20,6 +20,7 @@ mod guard;
 pub mod openapi;
 mod pages;
 pub mod peer;
+pub mod recovery_mode;
 pub mod session;
 mod state;
 

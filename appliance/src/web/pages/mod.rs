@@ -9,6 +9,7 @@ mod setup_page;
 mod update_pages;
 
 pub use app_pages::{action_submit, app, apps, install_submit};
+pub use layout::bare;
 pub use login_page::{login_form, login_submit, logout_submit};
 pub use sections::{backups, domain, not_found, power_submit, storage, system};
 pub use setup_page::{setup_form, setup_submit};

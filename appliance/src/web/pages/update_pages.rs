@@ -96,7 +96,7 @@ pub async fn update_submit(
                     return ApiError::csrf("the form is stale; reload the page and try again")
                         .into_response();
                 }
-                return match install_stream(&state, field, None).await {
+                return match install_stream(&state.updates, field, None).await {
                     Ok(version) => {
                         restarting(
                             &state,
