@@ -198,19 +198,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let app = router(state);
     let tls_app = app.clone();
 
-    let tcp = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: options.listen,
-            source,
-        })?;
+    let tcp = bind(options.listen).await?;
     let unix = bind_private_socket(&options.socket)?;
     let tls = match options.listen_tls {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| ServeError::Bind { addr, source })?,
-        ),
+        Some(addr) => Some(bind(addr).await?),
         None => None,
     };
     let local = tcp.local_addr().unwrap_or(options.listen);
@@ -362,7 +353,7 @@ fn start_reset_button(state: &AppState, data_dir: &Path) {
     let led = board.status_led.map(|l| l.name);
     let handle = tokio::runtime::Handle::current();
     let state = state.clone();
-    let marker = data_dir.join("ddaemon/factory-reset");
+    let marker = crate::system::reset_button::factory_reset_marker(data_dir);
     let spawned = std::thread::Builder::new()
         .name("reset-button".into())
         .spawn(move || {
@@ -407,9 +398,10 @@ async fn carry_out(state: &AppState, marker: &Path, request: ddaemon_recovery::b
         },
         Request::FactoryReset => {
             // ddaemon-init wipes /data (all but /data/disks) at the next boot.
-            if let Err(err) =
-                ddaemon_runtime::fs_atomic::write_atomic(marker, b"reset button held 15 s\n")
-            {
+            if let Err(err) = crate::system::reset_button::request_factory_reset(
+                marker,
+                "asked for with the reset button",
+            ) {
                 tracing::error!(%err, "factory reset: cannot record the request");
                 return;
             }
@@ -433,14 +425,9 @@ async fn serve_recovery(options: &ServeOptions) -> Result<(), ServeError> {
     let state = RecoveryState {
         updates: crate::system::Updates::detect(options.power_control),
         power: crate::system::Power::new(options.power_control),
-        factory_reset_marker: options.data_dir.join("ddaemon/factory-reset"),
+        factory_reset_marker: crate::system::reset_button::factory_reset_marker(&options.data_dir),
     };
-    let tcp = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: options.listen,
-            source,
-        })?;
+    let tcp = bind(options.listen).await?;
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     axum::serve(tcp, router(state))
         .with_graceful_shutdown(async move {
@@ -448,4 +435,10 @@ async fn serve_recovery(options: &ServeOptions) -> Result<(), ServeError> {
         })
         .await
         .map_err(ServeError::Server)
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
 }

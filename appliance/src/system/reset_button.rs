@@ -213,6 +213,21 @@ pub fn open_board_button(button: &ResetButton) -> Result<Box<dyn ButtonSource>, 
     }
 }
 
+/// ddaemon-init's factory-reset marker in a data folder: when it exists at
+/// boot, /data is wiped (all but /data/disks) before anything mounts it.
+pub fn factory_reset_marker(data_dir: &Path) -> PathBuf {
+    data_dir.join("ddaemon/factory-reset")
+}
+
+/// Asks for a factory reset at the next boot; `why` is kept in the marker.
+pub fn request_factory_reset(marker: &Path, why: &str) -> std::io::Result<()> {
+    if let Some(dir) = marker.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    ddaemon_runtime::fs_atomic::write_atomic(marker, format!("{why}\n").as_bytes())
+        .map_err(std::io::Error::other)
+}
+
 /// Blinks a status LED `times` times (from `/sys/class/leds/NAME`), then
 /// gives it back to its trigger.
 pub fn blink(leds: &Path, name: &str, times: u32) {

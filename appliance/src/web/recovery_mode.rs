@@ -180,16 +180,10 @@ async fn factory_reset(
             "Tick the box to confirm the factory reset: it erases everything but /data/disks.",
         );
     }
-    let marker = &state.factory_reset_marker;
-    let written = match marker.parent() {
-        Some(dir) => std::fs::create_dir_all(dir),
-        None => Ok(()),
-    }
-    .and_then(|()| {
-        ddaemon_runtime::fs_atomic::write_atomic(marker, b"asked for in recovery mode\n")
-            .map_err(std::io::Error::other)
-    });
-    if let Err(err) = written {
+    if let Err(err) = crate::system::reset_button::request_factory_reset(
+        &state.factory_reset_marker,
+        "asked for in recovery mode",
+    ) {
         return answer(
             &state,
             StatusCode::INTERNAL_SERVER_ERROR,
