@@ -382,7 +382,10 @@ pub fn read_bundle<R: Read>(
     for payload in &manifest.payloads {
         let mut entry = next(payload.kind.file_name())?;
         let name = member_name(&entry);
-        if name != payload.kind.file_name() || entry.header().size().ok() != Some(payload.size) {
+        if name != payload.kind.file_name()
+            || entry.size() != payload.size
+            || entry.header().entry_type() != tar::EntryType::Regular
+        {
             return Err(BundleError::Manifest(format!(
                 "member {name} is not the {} of {} bytes the manifest lists",
                 payload.kind.file_name(),
@@ -417,15 +420,20 @@ fn member_name<R: Read>(entry: &tar::Entry<'_, R>) -> String {
 }
 
 fn read_small<R: Read>(entry: &mut tar::Entry<'_, R>, max: u64) -> Result<Vec<u8>, BundleError> {
-    let size = entry.header().size().unwrap_or(u64::MAX);
-    if size > max {
+    // entry.size(), not the header's: a PAX record may say otherwise.
+    let size = entry.size();
+    if size > max || entry.header().entry_type() != tar::EntryType::Regular {
         return Err(BundleError::NotABundle(format!(
-            "{} is {size} bytes, far too large",
+            "{} is not a small regular file ({size} bytes)",
             member_name(entry)
         )));
     }
     let mut data = Vec::new();
-    entry.read_to_end(&mut data).map_err(BundleError::Read)?;
+    entry
+        .by_ref()
+        .take(max + 1)
+        .read_to_end(&mut data)
+        .map_err(BundleError::Read)?;
     if (data.len() as u64) < size {
         return Err(BundleError::EndsEarly);
     }
@@ -446,10 +454,15 @@ fn parse_manifest(text: &[u8]) -> Result<Manifest, BundleError> {
     }
     let manifest: Manifest =
         serde_json::from_slice(text).map_err(|e| BundleError::Manifest(e.to_string()))?;
-    if manifest.payload(PayloadKind::Root).is_none() {
-        return Err(BundleError::Manifest(
-            "it carries no root filesystem".into(),
-        ));
+    // Format 1 carries a whole slot: an entry must never point at a
+    // kernel or initrd left over from an earlier install.
+    for kind in [PayloadKind::Root, PayloadKind::Kernel, PayloadKind::Initrd] {
+        if manifest.payload(kind).is_none_or(|p| p.size == 0) {
+            return Err(BundleError::Manifest(format!(
+                "it carries no {}",
+                kind.file_name()
+            )));
+        }
     }
     Ok(manifest)
 }

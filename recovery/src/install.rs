@@ -144,7 +144,12 @@ impl PayloadSink for SlotSink<'_, '_> {
                 };
                 tmp.as_file().sync_all()?;
                 tmp.persist(&path).map_err(|e| e.error)?;
-                Ok(())
+                // The rename itself must be on disk before the entry that
+                // names the file is.
+                match path.parent() {
+                    Some(dir) => File::open(dir)?.sync_all(),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -160,6 +165,14 @@ pub fn verify_slot(partition: &Path, manifest: &Manifest) -> Result<(), BundleEr
         path: partition.to_owned(),
         source,
     })?;
+    // Read the storage, not the page cache the write just filled (written
+    // and synced pages can be dropped; a failure only weakens the check).
+    let _ = nix::fcntl::posix_fadvise(
+        std::os::fd::AsRawFd::as_raw_fd(&file),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
     let (_, sha256) =
         bundle::digest_reader(&mut file, root.size).map_err(|source| BundleError::File {
             path: partition.to_owned(),

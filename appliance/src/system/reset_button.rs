@@ -103,18 +103,46 @@ impl ButtonSource for PowerButton {
     fn next(&mut self, wait: Duration) -> std::io::Result<Option<Edge>> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::io::Read as _;
-        let ready: Vec<bool> = {
+        let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
+        let revents: Vec<PollFlags> = {
             let mut fds: Vec<PollFd<'_>> = self
                 .devices
                 .iter()
                 .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
                 .collect();
             let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
-            poll(&mut fds, timeout).map_err(std::io::Error::from)?;
+            match poll(&mut fds, timeout) {
+                // A signal for the process: just another tick.
+                Err(nix::errno::Errno::EINTR) => return Ok(None),
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
             fds.iter()
-                .map(|f| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN)))
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
                 .collect()
         };
+        // An unplugged device (a USB keyboard with a power key) is dropped,
+        // or it would wake every poll at once.
+        let mut index = 0;
+        self.devices.retain(|(path, _)| {
+            let keep =
+                !revents[index].intersects(gone) || revents[index].contains(PollFlags::POLLIN);
+            if !keep {
+                tracing::warn!(device = %path.display(), "an input device went away");
+            }
+            index += 1;
+            keep
+        });
+        if self.devices.is_empty() {
+            return Err(std::io::Error::other(
+                "every power-key input device went away",
+            ));
+        }
+        let ready: Vec<bool> = revents
+            .iter()
+            .filter(|r| !r.intersects(gone) || r.contains(PollFlags::POLLIN))
+            .map(|r| r.contains(PollFlags::POLLIN))
+            .collect();
         for (i, is_ready) in ready.into_iter().enumerate() {
             if !is_ready {
                 continue;
@@ -263,6 +291,9 @@ pub fn watch(
     tracing::info!(button = %source.describe(), "watching the reset button");
     loop {
         let signal = match source.next(TICK) {
+            Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {
+                pattern.tick(started.elapsed())
+            }
             Ok(Some(edge)) => {
                 tracing::info!(pressed = edge.pressed, button = %source.describe(), "reset button");
                 pattern.edge(edge.pressed, started.elapsed())

@@ -12,9 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use ddaemon_recovery::bundle::{BundleError, PublicKey, TRUSTED_KEYS_DIR};
 use ddaemon_recovery::install::{Target, install};
-use ddaemon_recovery::slots::{
-    BootControl, PiTryboot, Slot, SlotError, SlotState, SystemdBoot, switch_to,
-};
+use ddaemon_recovery::slots::{BootControl, Slot, SlotError, SlotState, SystemdBoot, switch_to};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -30,6 +28,10 @@ pub enum UpdateError {
     Unavailable(String),
     #[error("an update is already being installed; wait for it to finish")]
     Busy,
+    #[error(
+        "the running system is still on trial: wait until it is confirmed (a minute after it starts) before installing or switching"
+    )]
+    OnTrial,
     #[error(transparent)]
     Bundle(#[from] BundleError),
     #[error(transparent)]
@@ -199,6 +201,9 @@ impl Updates {
             if job.state == "installing" {
                 return Err(UpdateError::Busy);
             }
+            // Overwriting the other slot while this one is unconfirmed
+            // would leave no confirmed system to come back to.
+            running_is_confirmed(device)?;
             *job = UpdateJob {
                 state: "installing".into(),
                 ..UpdateJob::default()
@@ -251,9 +256,28 @@ impl Updates {
             .device
             .as_ref()
             .map_err(|why| UpdateError::Unavailable(why.clone()))?;
+        // The job lock keeps an installation from starting meanwhile.
+        let job = self.job.lock().unwrap_or_else(|p| p.into_inner());
+        if job.state == "installing" {
+            return Err(UpdateError::Busy);
+        }
+        running_is_confirmed(device)?;
         let slot = switch_to(device.control.as_ref(), device.running)?;
+        drop(job);
         tracing::warn!(%slot, "switching back to slot {slot} at the next boot");
         Ok(slot.letter().into())
+    }
+}
+
+fn running_is_confirmed(device: &Device) -> Result<(), UpdateError> {
+    let status = device.control.status(device.running)?;
+    if status
+        .iter()
+        .any(|s| s.slot == device.running && s.state == SlotState::Good)
+    {
+        Ok(())
+    } else {
+        Err(UpdateError::OnTrial)
     }
 }
 
@@ -282,9 +306,12 @@ fn detect_device() -> Result<Device, String> {
             esp: PathBuf::from("/efi"),
         })
     } else if is_mount_point(Path::new("/boot/firmware")) {
-        Box::new(PiTryboot {
-            boot: PathBuf::from("/boot/firmware"),
-        })
+        // PiTryboot writes the files, but the restart with the tryboot
+        // flag and the confirmation after it are not done: no Pi to prove
+        // them on. Better no updates than ones that never take.
+        return Err(
+            "updates on the Raspberry Pi (the firmware's tryboot) are not finished yet".into(),
+        );
     } else {
         return Err("the boot partition is not mounted (/efi or /boot/firmware)".into());
     };
@@ -305,21 +332,45 @@ fn is_mount_point(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The block device of a slot: by its GPT name, or (MBR, the Pi) by the
-/// running root's PARTUUID with the other partition number.
+/// The block device of a slot: the partition beside the running root on
+/// the same disk (A is partition 2, B partition 3), so a second ddaemon
+/// disk plugged in can never be written by mistake; by GPT name only if
+/// the root's disk cannot be read.
 fn slot_partition(slot: Slot) -> PathBuf {
-    let by_label = Path::new("/dev/disk/by-partlabel").join(slot.partition_label());
-    if by_label.exists() {
-        return by_label;
-    }
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let number = if slot == Slot::A { "02" } else { "03" };
-    cmdline
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("root=PARTUUID="))
-        .and_then(|id| id.rsplit_once('-'))
-        .map(|(disk, _)| Path::new("/dev/disk/by-partuuid").join(format!("{disk}-{number}")))
-        .unwrap_or(by_label)
+    let number = if slot == Slot::A { 2 } else { 3 };
+    root_disk_partition(Path::new("/sys/class/block"), number)
+        .unwrap_or_else(|| Path::new("/dev/disk/by-partlabel").join(slot.partition_label()))
+}
+
+/// Partition `number` of the disk holding the root filesystem.
+fn root_disk_partition(sys_block: &Path, number: u32) -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // Fields: id parent major:minor root mount-point … - type source …
+    let device = mountinfo.lines().find_map(|l| {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        (fields.get(4) == Some(&"/")).then(|| fields.get(2).map(|d| (*d).to_owned()))?
+    })?;
+    sibling_partition(sys_block, &device, number)
+}
+
+/// In sysfs, the partition `number` on the disk of the device `major:minor`.
+fn sibling_partition(sys_block: &Path, device: &str, number: u32) -> Option<PathBuf> {
+    let root = std::fs::read_dir(sys_block).ok()?.flatten().find(|e| {
+        std::fs::read_to_string(e.path().join("dev")).is_ok_and(|d| d.trim() == device)
+    })?;
+    // /sys/class/block/vda2 links into …/block/vda/vda2: its parent is the disk.
+    let disk = std::fs::canonicalize(root.path())
+        .ok()?
+        .parent()?
+        .to_owned();
+    std::fs::read_dir(&disk).ok()?.flatten().find_map(|e| {
+        let n: u32 = std::fs::read_to_string(e.path().join("partition"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        (n == number).then(|| Path::new("/dev").join(e.file_name()))
+    })
 }
 
 #[cfg(test)]
@@ -338,6 +389,73 @@ mod tests {
         assert_eq!(system_version(&path).as_deref(), Some("1.4.2"));
         std::fs::write(&path, "NAME=\"Debian\"\n").expect("write");
         assert_eq!(system_version(&path), None);
+    }
+
+    #[test]
+    fn nothing_is_installed_or_switched_while_the_running_system_is_on_trial() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entries = dir.path().join("loader/entries");
+        std::fs::create_dir_all(&entries).expect("mkdir");
+        let options = "root=PARTLABEL=root-a ro";
+        std::fs::write(
+            entries.join("ddaemon-a.conf"),
+            ddaemon_recovery::slots::entry_text(Slot::A, "1.0", 1, options),
+        )
+        .expect("a");
+        // B booted once on trial and is not confirmed yet.
+        std::fs::write(
+            entries.join("ddaemon-b+0-1.conf"),
+            ddaemon_recovery::slots::entry_text(Slot::B, "2.0", 2, options),
+        )
+        .expect("b");
+        let updates = Updates {
+            device: Ok(Arc::new(Device {
+                control: Box::new(SystemdBoot {
+                    esp: dir.path().to_owned(),
+                }),
+                running: Slot::B,
+                board: "x86_64-efi".into(),
+                keys: Vec::new(),
+            })),
+            job: Arc::new(Mutex::new(UpdateJob::default())),
+            running_version: "2.0".into(),
+        };
+        assert!(matches!(
+            updates.install(&b""[..], None),
+            Err(UpdateError::OnTrial)
+        ));
+        assert!(matches!(updates.switch_back(), Err(UpdateError::OnTrial)));
+        assert!(
+            entries.join("ddaemon-a.conf").exists(),
+            "the confirmed system's entry is untouched"
+        );
+    }
+
+    #[test]
+    fn the_other_slot_is_found_beside_the_root_on_its_disk() {
+        // sysfs as the kernel lays it out: class links into the disk's folder.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let devices = dir.path().join("devices/vda");
+        let class = dir.path().join("class");
+        std::fs::create_dir_all(&class).expect("mkdir");
+        for (name, dev, partition) in [("vda2", "254:2", 2), ("vda3", "254:3", 3)] {
+            std::fs::create_dir_all(devices.join(name)).expect("mkdir");
+            std::fs::write(devices.join(name).join("dev"), format!("{dev}\n")).expect("dev");
+            std::fs::write(
+                devices.join(name).join("partition"),
+                format!("{partition}\n"),
+            )
+            .expect("partition");
+            std::os::unix::fs::symlink(devices.join(name), class.join(name)).expect("link");
+        }
+        // Another disk with the same partition numbers.
+        std::fs::create_dir_all(dir.path().join("devices/sdb/sdb3")).expect("mkdir");
+        std::fs::write(dir.path().join("devices/sdb/sdb3/partition"), "3\n").expect("p");
+        assert_eq!(
+            sibling_partition(&class, "254:2", 3),
+            Some(PathBuf::from("/dev/vda3"))
+        );
+        assert_eq!(sibling_partition(&class, "8:19", 3), None);
     }
 
     #[test]

@@ -182,6 +182,9 @@ pub fn update_error(err: UpdateError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "updates_unavailable", err.to_string())
         }
         UpdateError::Busy => ApiError::new(StatusCode::CONFLICT, "update_running", err.to_string()),
+        UpdateError::OnTrial => {
+            ApiError::new(StatusCode::CONFLICT, "system_on_trial", err.to_string())
+        }
         UpdateError::Slot(ddaemon_recovery::slots::SlotError::NotBootable(_)) => ApiError::new(
             StatusCode::CONFLICT,
             "nothing_to_switch_to",
