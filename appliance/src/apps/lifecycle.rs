@@ -335,7 +335,7 @@ impl AppManager {
             AppPhase::Installing if record.step == AppStep::Removing => {
                 self.tear_down(record).await
             }
-            AppPhase::Installing => match self.bring_up(record.clone()).await {
+            AppPhase::Installing => match self.bring_up(record.clone(), None).await {
                 Ok(()) => Ok(()),
                 Err(err) => {
                     tracing::warn!(app = %id, %err, "install failed; undoing it");
@@ -345,7 +345,7 @@ impl AppManager {
                     self.tear_down(record).await
                 }
             },
-            AppPhase::Updating => match self.bring_up(record.clone()).await {
+            AppPhase::Updating => match self.bring_up(record.clone(), None).await {
                 Ok(()) => Ok(()),
                 Err(err) => self.roll_back(record, &err.to_string()).await,
             },
@@ -355,7 +355,14 @@ impl AppManager {
 
     /// Pull, create, start, wait: the steps of an install or update, each
     /// recorded first, each safe to run again.
-    async fn bring_up(&self, mut record: AppRecord) -> Result<(), AppError> {
+    /// Pulls, creates, starts and waits for an app's containers; the
+    /// record ends `installed` with `outcome_error` (a rollback says why
+    /// in the same write, so nobody ever sees it installed without it).
+    async fn bring_up(
+        &self,
+        mut record: AppRecord,
+        outcome_error: Option<String>,
+    ) -> Result<(), AppError> {
         let m = record.manifest.clone();
         let id = m.id.clone();
         record.step = AppStep::Pulling;
@@ -432,7 +439,7 @@ impl AppManager {
         record.phase = AppPhase::Installed;
         record.step = AppStep::Healthy;
         record.purge = false;
-        record.error = None;
+        record.error = outcome_error;
         record.running = true;
         self.record(&record).await?;
         self.set_activity(&id, |a| *a = Activity::default());
@@ -690,12 +697,7 @@ impl AppManager {
         self.record(&record).await?;
         let mut attempt = record.clone();
         attempt.previous = None;
-        let result = Box::pin(self.bring_up(attempt)).await;
-        // bring_up cleared the error with the phase; keep why.
-        if let Ok(Some(mut now)) = self.inner.db.app(id.clone()).await {
-            now.error = Some(message.clone());
-            self.inner.db.update_app(now).await?;
-        }
+        let result = Box::pin(self.bring_up(attempt, Some(message.clone()))).await;
         self.set_activity(&id, |a| a.failure = Some(message));
         self.forget_unused_images(&failed).await;
         result
