@@ -331,11 +331,8 @@ const BOARDS_DIR: &str = "/usr/share/ddaemon/boards";
 fn start_reset_button(state: &AppState, data_dir: &Path) {
     use crate::system::reset_button::{blink, open_board_button, watch};
     use ddaemon_recovery::button::Request;
-    let board = std::fs::read_to_string("/usr/share/ddaemon/board")
-        .map_err(|e| e.to_string())
-        .and_then(|id| {
-            ddaemon_boards::load(Path::new(BOARDS_DIR), id.trim()).map_err(|e| e.to_string())
-        });
+    let board = crate::system::board_id()
+        .and_then(|id| ddaemon_boards::load(Path::new(BOARDS_DIR), &id).map_err(|e| e.to_string()));
     let board = match board {
         Ok(b) => b,
         Err(err) => {

@@ -321,12 +321,14 @@ impl BuildOptions {
             )));
         }
         let key = SigningKey::from_pem_file(&self.signing_key)?;
+        // A scratch folder of its own, removed however this ends, so that
+        // two bundles can be made at once (the boot tests do).
+        let scratch = tempfile::Builder::new()
+            .prefix("bundle-")
+            .tempdir_in(&self.work_dir)
+            .map_err(io(&self.work_dir))?;
         let mut copy = self.clone();
-        copy.work_dir = self.work_dir.join("bundle");
-        if copy.work_dir.exists() {
-            std::fs::remove_dir_all(&copy.work_dir).map_err(io(&copy.work_dir))?;
-        }
-        std::fs::create_dir_all(&copy.work_dir).map_err(io(&copy.work_dir))?;
+        copy.work_dir = scratch.path().to_owned();
         step("copying the root (hard links)");
         run(Command::new("cp")
             .arg("-al")
@@ -345,7 +347,7 @@ impl BuildOptions {
         std::fs::create_dir_all(&self.out_dir).map_err(io(&self.out_dir))?;
         let root_img = copy.root_filesystem()?;
         let out = copy.write_bundle(&root_img, &key)?;
-        std::fs::remove_dir_all(&copy.work_dir).map_err(io(&copy.work_dir))?;
+        scratch.close().map_err(io(&copy.work_dir))?;
         Ok(out)
     }
 
@@ -620,7 +622,7 @@ impl BuildOptions {
             );
             h.update(digest_file(&file)?.1);
         }
-        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+        Ok(hex::encode(h.finalize()))
     }
 
     /// `path` inside the root filesystem, its folder created.
@@ -726,8 +728,7 @@ impl BuildOptions {
             .join("etc/systemd/system/multi-user.target.wants");
         std::fs::create_dir_all(&wants).map_err(io(&wants))?;
         let link = |dir: &str, unit: &str| -> Result<(), BuildError> {
-            let dir = self.in_root(&format!("/etc/systemd/system/{dir}/x"))?;
-            let link = dir.with_file_name(unit);
+            let link = self.in_root(&format!("/etc/systemd/system/{dir}/{unit}"))?;
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &link)
                 .map_err(io(&link))
@@ -907,26 +908,7 @@ disable_splash=1
 
 /// A file's size and sha256 (hex).
 fn digest_file(path: &Path) -> Result<(u64, String), BuildError> {
-    use sha2::Digest as _;
-    use std::io::Read as _;
-    let mut file = std::fs::File::open(path).map_err(io(path))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(io(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    let hex = hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((size, hex))
+    ddaemon_recovery::bundle::digest(path).map_err(io(path))
 }
 
 /// Every regular file under `dir`, recursively.

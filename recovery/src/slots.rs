@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A root slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -65,8 +65,8 @@ impl std::fmt::Display for Slot {
 }
 
 /// Where a slot stands with the boot loader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "state")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SlotState {
     /// Nothing bootable is installed in it.
     Empty,
@@ -79,12 +79,23 @@ pub enum SlotState {
     Failed,
 }
 
+impl SlotState {
+    /// The word the API uses for it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Good => "good",
+            Self::Trying => "trying",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// One slot as the System page shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SlotStatus {
     pub slot: Slot,
     pub version: Option<String>,
-    #[serde(flatten)]
     pub state: SlotState,
     /// The boot loader starts this one next.
     pub next_boot: bool,
@@ -482,6 +493,21 @@ fn sync_dir(dir: &Path) -> Result<(), SlotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slot_state_is_the_same_word_in_json_and_on_pages() {
+        for state in [
+            SlotState::Empty,
+            SlotState::Good,
+            SlotState::Trying,
+            SlotState::Failed,
+        ] {
+            assert_eq!(
+                serde_json::to_value(state).expect("json"),
+                serde_json::Value::from(state.word())
+            );
+        }
+    }
 
     const OPTIONS: &str = "root=PARTLABEL=root-a rootfstype=erofs ro init=/sbin/ddaemon-init quiet";
 

@@ -6,16 +6,17 @@ use std::time::{Duration, Instant};
 
 use super::api_client::{ApiClient, ClientError, collect};
 use crate::system::UpdateStatus;
+use ddaemon_recovery::slots::SlotState;
 
 /// The update status as the System page words it.
 pub fn status_text(status: &UpdateStatus) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Running    version {}", status.running_version);
     for slot in &status.slots {
-        let what = match (&slot.version, slot.state.as_str()) {
+        let what = match (&slot.version, slot.state) {
             (None, _) => "empty".to_owned(),
-            (Some(v), "good") => format!("version {v}"),
-            (Some(v), "trying") => format!("version {v}, on trial"),
+            (Some(v), SlotState::Good) => format!("version {v}"),
+            (Some(v), SlotState::Trying) => format!("version {v}, on trial"),
             (Some(v), _) => format!("version {v}, did not start properly"),
         };
         let mut notes = Vec::new();

@@ -18,4 +18,4 @@ pub use humanize::{format_bytes, format_duration};
 pub use info::{DiskUse, MemoryUse, SystemInfo, read_system_info};
 pub use power::{Power, PowerAction, PowerError};
 pub use timezone::{SYSTEM_ZONEINFO, TimeZones};
-pub use update::{SlotView, UpdateError, UpdateJob, UpdateStatus, Updates};
+pub use update::{JobState, SlotView, UpdateError, UpdateJob, UpdateStatus, Updates, board_id};

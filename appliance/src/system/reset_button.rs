@@ -122,15 +122,18 @@ impl ButtonSource for PowerButton {
                 .collect()
         };
         // An unplugged device (a USB keyboard with a power key) is dropped,
-        // or it would wake every poll at once.
-        let mut index = 0;
+        // or it would wake every poll at once. What is kept says, in the
+        // kept devices' order, whether each has something to read.
+        let keep: Vec<bool> = revents
+            .iter()
+            .map(|r| !r.intersects(gone) || r.contains(PollFlags::POLLIN))
+            .collect();
+        let mut kept = keep.iter();
         self.devices.retain(|(path, _)| {
-            let keep =
-                !revents[index].intersects(gone) || revents[index].contains(PollFlags::POLLIN);
+            let keep = kept.next().copied().unwrap_or(true);
             if !keep {
                 tracing::warn!(device = %path.display(), "an input device went away");
             }
-            index += 1;
             keep
         });
         if self.devices.is_empty() {
@@ -140,8 +143,9 @@ impl ButtonSource for PowerButton {
         }
         let ready: Vec<bool> = revents
             .iter()
-            .filter(|r| !r.intersects(gone) || r.contains(PollFlags::POLLIN))
-            .map(|r| r.contains(PollFlags::POLLIN))
+            .zip(&keep)
+            .filter(|(_, keep)| **keep)
+            .map(|(r, _)| r.contains(PollFlags::POLLIN))
             .collect();
         for (i, is_ready) in ready.into_iter().enumerate() {
             if !is_ready {

@@ -46,17 +46,29 @@ pub struct SlotView {
     /// The system version installed in it, if any.
     pub version: Option<String>,
     /// `empty`, `good`, `trying` or `failed`.
-    pub state: String,
+    #[schema(value_type = String, example = "good")]
+    pub state: SlotState,
     pub running: bool,
     /// The boot loader starts this one next.
     pub next_boot: bool,
 }
 
+/// Where an installation stands.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    #[default]
+    Idle,
+    Installing,
+    /// Written; the device restarts into it.
+    Installed,
+    Failed,
+}
+
 /// An installation's progress.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct UpdateJob {
-    /// `idle`, `installing`, `installed` (restarting into it) or `failed`.
-    pub state: String,
+    pub state: JobState,
     pub version: Option<String>,
     pub written_bytes: u64,
     pub total_bytes: u64,
@@ -114,10 +126,7 @@ impl Updates {
         }
         Self {
             device,
-            job: Arc::new(Mutex::new(UpdateJob {
-                state: "idle".into(),
-                ..UpdateJob::default()
-            })),
+            job: Arc::new(Mutex::new(UpdateJob::default())),
             running_version: system_version(Path::new("/usr/lib/os-release"))
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned()),
         }
@@ -157,12 +166,6 @@ impl Updates {
         match device.control.status(device.running) {
             Ok(slots) => {
                 for s in &slots {
-                    let state = match s.state {
-                        SlotState::Empty => "empty",
-                        SlotState::Good => "good",
-                        SlotState::Trying => "trying",
-                        SlotState::Failed => "failed",
-                    };
                     if s.slot != device.running {
                         if s.state == SlotState::Failed {
                             status.rolled_back = s.version.clone();
@@ -174,7 +177,7 @@ impl Updates {
                     status.slots.push(SlotView {
                         slot: s.slot.letter().into(),
                         version: s.version.clone(),
-                        state: state.into(),
+                        state: s.state,
                         running: s.slot == device.running,
                         next_boot: s.next_boot,
                     });
@@ -198,14 +201,14 @@ impl Updates {
             .map_err(|why| UpdateError::Unavailable(why.clone()))?;
         {
             let mut job = self.job.lock().unwrap_or_else(|p| p.into_inner());
-            if job.state == "installing" {
+            if job.state == JobState::Installing {
                 return Err(UpdateError::Busy);
             }
             // Overwriting the other slot while this one is unconfirmed
             // would leave no confirmed system to come back to.
             running_is_confirmed(device)?;
             *job = UpdateJob {
-                state: "installing".into(),
+                state: JobState::Installing,
                 ..UpdateJob::default()
             };
         }
@@ -233,7 +236,7 @@ impl Updates {
             Ok(manifest) => {
                 tracing::warn!(version = %manifest.version, %slot, "update installed; slot {slot} boots next, once");
                 self.set_job(|j| {
-                    j.state = "installed".into();
+                    j.state = JobState::Installed;
                     j.version = Some(manifest.version.clone());
                 });
                 Ok(manifest.version)
@@ -241,7 +244,7 @@ impl Updates {
             Err(err) => {
                 tracing::error!(%err, "the update was not installed");
                 self.set_job(|j| {
-                    j.state = "failed".into();
+                    j.state = JobState::Failed;
                     j.error = Some(err.to_string());
                 });
                 Err(err.into())
@@ -258,7 +261,7 @@ impl Updates {
             .map_err(|why| UpdateError::Unavailable(why.clone()))?;
         // The job lock keeps an installation from starting meanwhile.
         let job = self.job.lock().unwrap_or_else(|p| p.into_inner());
-        if job.state == "installing" {
+        if job.state == JobState::Installing {
             return Err(UpdateError::Busy);
         }
         running_is_confirmed(device)?;
@@ -294,18 +297,18 @@ fn detect_device() -> Result<Device, String> {
         .ok()
         .and_then(|s| Slot::parse(&s))
         .ok_or_else(|| format!("{BOOT_SLOT} does not say which root slot booted"))?;
-    let board = std::fs::read_to_string(BOARD_FILE)
-        .map(|b| b.trim().to_owned())
-        .map_err(|e| format!("{BOARD_FILE}: {e}"))?;
+    let board = board_id()?;
     let keys = PublicKey::load_dir(Path::new(TRUSTED_KEYS_DIR)).map_err(|e| e.to_string())?;
     if keys.is_empty() {
         return Err(format!("no trusted update key in {TRUSTED_KEYS_DIR}"));
     }
-    let control: Box<dyn BootControl> = if is_mount_point(Path::new("/efi")) {
+    let mounts = mounts();
+    let mounted = |point: &str| mounts.iter().any(|m| m.point == point);
+    let control: Box<dyn BootControl> = if mounted("/efi") {
         Box::new(SystemdBoot {
             esp: PathBuf::from("/efi"),
         })
-    } else if is_mount_point(Path::new("/boot/firmware")) {
+    } else if mounted("/boot/firmware") {
         // PiTryboot writes the files, but the restart with the tryboot
         // flag and the confirmation after it are not done: no Pi to prove
         // them on. Better no updates than ones that never take.
@@ -323,13 +326,32 @@ fn detect_device() -> Result<Device, String> {
     })
 }
 
-fn is_mount_point(path: &Path) -> bool {
+/// The board this image was built for (`/usr/share/ddaemon/board`).
+pub fn board_id() -> Result<String, String> {
+    std::fs::read_to_string(BOARD_FILE)
+        .map(|b| b.trim().to_owned())
+        .map_err(|e| format!("{BOARD_FILE}: {e}"))
+}
+
+/// One line of /proc/self/mountinfo, the fields used here.
+struct Mount {
+    /// `major:minor` of the mounted device.
+    device: String,
+    point: String,
+}
+
+fn mounts() -> Vec<Mount> {
+    // Fields: id parent major:minor root mount-point …
     std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split_whitespace().nth(4) == Some(&*path.to_string_lossy()))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut fields = l.split_whitespace();
+            let device = fields.nth(2)?.to_owned();
+            let point = fields.nth(1)?.to_owned();
+            Some(Mount { device, point })
         })
-        .unwrap_or(false)
+        .collect()
 }
 
 /// The block device of a slot: the partition beside the running root on
@@ -344,13 +366,8 @@ fn slot_partition(slot: Slot) -> PathBuf {
 
 /// Partition `number` of the disk holding the root filesystem.
 fn root_disk_partition(sys_block: &Path, number: u32) -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // Fields: id parent major:minor root mount-point … - type source …
-    let device = mountinfo.lines().find_map(|l| {
-        let fields: Vec<&str> = l.split_whitespace().collect();
-        (fields.get(4) == Some(&"/")).then(|| fields.get(2).map(|d| (*d).to_owned()))?
-    })?;
-    sibling_partition(sys_block, &device, number)
+    let root = mounts().into_iter().find(|m| m.point == "/")?;
+    sibling_partition(sys_block, &root.device, number)
 }
 
 /// In sysfs, the partition `number` on the disk of the device `major:minor`.

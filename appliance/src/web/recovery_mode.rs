@@ -68,7 +68,7 @@ fn render(state: &RecoveryState, message: Option<&str>) -> Markup {
             dt { "Running" } dd { "version " (status.running_version) }
             @for slot in &status.slots {
                 dt { "Slot " (slot.slot.to_uppercase()) }
-                dd { (slot.version.as_deref().unwrap_or("empty")) " (" (slot.state) ")" @if slot.running { ", running" } }
+                dd { (slot.version.as_deref().unwrap_or("empty")) " (" (slot.state.word()) ")" @if slot.running { ", running" } }
             }
         }
         h2 { "Install an update" }

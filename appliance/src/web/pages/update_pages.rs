@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::app_pages::csrf_field;
 use super::sections::{section, system_page};
+use crate::system::JobState;
 use crate::system::PowerAction;
 use crate::system::format_bytes;
 use crate::web::api::request_power;
@@ -15,6 +16,7 @@ use crate::web::api_error::ApiError;
 use crate::web::api_update::install_stream;
 use crate::web::session::PageSession;
 use crate::web::state::AppState;
+use ddaemon_recovery::slots::SlotState;
 
 /// The section on the System page.
 pub fn update_section(state: &AppState, session: &PageSession) -> Markup {
@@ -26,11 +28,11 @@ pub fn update_section(state: &AppState, session: &PageSession) -> Markup {
             @for slot in &status.slots {
                 dt { "Slot " (slot.slot.to_uppercase()) }
                 dd {
-                    @match (&slot.version, slot.state.as_str()) {
+                    @match (&slot.version, slot.state) {
                         (None, _) => { "empty" }
-                        (Some(v), "good") => { "version " (v) }
-                        (Some(v), "trying") if slot.running => { "version " (v) ", on trial: kept once the device has started properly" }
-                        (Some(v), "trying") => { "version " (v) ", starts at the next restart (once, on trial)" }
+                        (Some(v), SlotState::Good) => { "version " (v) }
+                        (Some(v), SlotState::Trying) if slot.running => { "version " (v) ", on trial: kept once the device has started properly" }
+                        (Some(v), SlotState::Trying) => { "version " (v) ", starts at the next restart (once, on trial)" }
                         (Some(v), _) => { "version " (v) ", did not start properly" }
                     }
                     @if slot.running { " (running)" }
@@ -43,7 +45,7 @@ pub fn update_section(state: &AppState, session: &PageSession) -> Markup {
                 (status.running_version) " by itself. Nothing was lost."
             }
         }
-        @if status.job.state == "installing" {
+        @if status.job.state == JobState::Installing {
             p { "Installing version " (status.job.version.as_deref().unwrap_or("…")) ": "
                 (format_bytes(status.job.written_bytes)) " of " (format_bytes(status.job.total_bytes)) " written."
                 meter min="0" max=(status.job.total_bytes) value=(status.job.written_bytes) {} }
