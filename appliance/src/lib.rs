@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod serve;
 pub mod setup;
 pub mod state;
+pub mod storage;
 pub mod system;
 pub mod tls;
 pub mod web;

@@ -65,6 +65,15 @@ enum Command {
         /// The tz database to offer and check time zones against.
         #[arg(long, default_value = ddaemon::system::SYSTEM_ZONEINFO, value_name = "DIR", hide = true)]
         zoneinfo: PathBuf,
+        /// udev's database of block devices (serials, filesystems); tests
+        /// on a machine without udev give their own.
+        #[arg(
+            long,
+            default_value = "/run/udev/data",
+            value_name = "DIR",
+            hide = true
+        )]
+        udev_data: PathBuf,
     },
     /// Show what the System page shows, from the running supervisor.
     Status {
@@ -102,6 +111,13 @@ enum Command {
     /// The per-container shim (started by the supervisor, not by hand).
     #[command(hide = true)]
     Shim { dir: PathBuf },
+    /// Attached disks: list, mount, unmount, format.
+    Disk {
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+        socket: PathBuf,
+        #[command(subcommand)]
+        action: DiskAction,
+    },
     /// System updates: status, install a signed bundle, switch back.
     Update {
         #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
@@ -126,6 +142,30 @@ enum Command {
         socket: PathBuf,
         #[command(subcommand)]
         action: ImageAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DiskAction {
+    /// Every attached disk (not the system's own) with its filesystems.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mount a filesystem (by UUID) under /data/disks/LABEL, and again
+    /// whenever the disk is plugged in.
+    Mount { uuid: String },
+    /// Unmount a filesystem (by UUID) so the disk can be unplugged.
+    Unmount { uuid: String },
+    /// Erase a disk and make one ext4 filesystem on it. Everything on the
+    /// disk is lost; --serial must be the disk's serial number (see `ls`).
+    Format {
+        /// The disk's name, e.g. sdb.
+        disk: String,
+        #[arg(long)]
+        serial: String,
+        #[arg(long)]
+        label: String,
     },
 }
 
@@ -310,6 +350,7 @@ fn main() -> anyhow::Result<()> {
             no_mdns,
             power_control,
             recovery,
+            udev_data,
         } => runtime
             .block_on(serve(ServeOptions {
                 data_dir: data,
@@ -323,6 +364,7 @@ fn main() -> anyhow::Result<()> {
                 mdns: !no_mdns,
                 power_control,
                 recovery,
+                udev_data,
             }))
             .context("ddaemon serve failed"),
         Command::Status { socket, json } => runtime
@@ -330,6 +372,9 @@ fn main() -> anyhow::Result<()> {
             .context("ddaemon status failed"),
         Command::Image { socket, action } => {
             runtime.block_on(image(&ApiClient::new(&socket), action))
+        }
+        Command::Disk { socket, action } => {
+            runtime.block_on(disk(&ApiClient::new(&socket), action))
         }
         Command::Update { socket, action } => {
             runtime.block_on(update(&ApiClient::new(&socket), action))
@@ -351,6 +396,44 @@ fn main() -> anyhow::Result<()> {
         Command::App { socket, action } => runtime.block_on(app(&ApiClient::new(&socket), action)),
         Command::Shim { .. } | Command::RunBundle { .. } => Ok(()),
     }
+}
+
+async fn disk(client: &ApiClient, action: DiskAction) -> anyhow::Result<()> {
+    use ddaemon::cli::disks;
+    match action {
+        DiskAction::Ls { json } => {
+            let list = disks::list(client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", disks::disks_text(&list));
+            }
+        }
+        DiskAction::Mount { uuid } => {
+            let mounted = disks::mount(client, &uuid)
+                .await
+                .with_context(|| format!("{uuid} was not mounted"))?;
+            println!("mounted at {}", mounted.folder);
+        }
+        DiskAction::Unmount { uuid } => {
+            disks::unmount(client, &uuid)
+                .await
+                .with_context(|| format!("{uuid} was not unmounted"))?;
+            println!("unmounted; the disk can be unplugged");
+        }
+        DiskAction::Format {
+            disk,
+            serial,
+            label,
+        } => {
+            eprintln!("erasing {disk} and making an ext4 filesystem labelled {label}…");
+            let mounted = disks::format(client, &disk, &serial, &label)
+                .await
+                .with_context(|| format!("{disk} was not formatted"))?;
+            println!("formatted and mounted at {}", mounted.folder);
+        }
+    }
+    Ok(())
 }
 
 async fn update(client: &ApiClient, action: UpdateAction) -> anyhow::Result<()> {

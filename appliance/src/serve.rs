@@ -53,6 +53,8 @@ pub struct ServeOptions {
     /// Serve recovery mode instead of the dashboard (as the kernel command
     /// line's `ddaemon.recovery` asks on the device).
     pub recovery: bool,
+    /// udev's database (`/run/udev/data`).
+    pub udev_data: PathBuf,
 }
 
 /// Why the supervisor could not start or stopped with an error.
@@ -157,6 +159,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         &options.data_dir,
     );
     let routes = proxy.routes.clone();
+    let db_for_storage = db.clone();
     let state = AppState::new(
         db,
         zones,
@@ -173,8 +176,17 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             mdns: mdns.clone(),
             power: crate::system::Power::new(options.power_control),
             updates: crate::system::Updates::detect(options.power_control),
+            storage: crate::storage::Storage::new(
+                crate::storage::Sources {
+                    udev_data: options.udev_data.clone(),
+                    ..crate::storage::Sources::default()
+                },
+                &options.data_dir,
+                db_for_storage,
+            ),
         },
     );
+    start_disk_watch(&state.storage);
     // Before setup the device answers as ddaemon.local, the name the
     // owner types to reach the setup page.
     state.proxy.set_device_name(Some(device_name));
@@ -321,6 +333,35 @@ fn remove_socket(path: &Path) {
     if let Err(err) = std::fs::remove_file(path) {
         tracing::debug!(path = %path.display(), %err, "control socket already gone");
     }
+}
+
+/// Mounts the remembered disks now and whenever block devices change.
+fn start_disk_watch(storage: &crate::storage::Storage) {
+    let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
+    match crate::storage::hotplug::open() {
+        Ok(fd) => {
+            let spawned = std::thread::Builder::new()
+                .name("disk-hotplug".into())
+                .spawn(move || {
+                    crate::storage::hotplug::watch(fd, || {
+                        let _ = changed.try_send(());
+                    })
+                });
+            if let Err(err) = spawned {
+                tracing::warn!(%err, "disks plugged in later will not be mounted by themselves");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(%err, "no hotplug events: disks plugged in later will not be mounted by themselves")
+        }
+    }
+    let storage = storage.clone();
+    tokio::spawn(async move {
+        storage.mount_remembered().await;
+        while changes.recv().await.is_some() {
+            storage.mount_remembered().await;
+        }
+    });
 }
 
 /// The board file the image builder put in (`/usr/share/ddaemon/boards/ID.toml`).

@@ -4,6 +4,7 @@
 mod api_client;
 pub mod apps;
 pub mod containers;
+pub mod disks;
 pub mod images;
 mod status;
 pub mod update;

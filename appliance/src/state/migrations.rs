@@ -54,6 +54,13 @@ const MIGRATIONS: &[&str] = &[
         installed_at      INTEGER NOT NULL,
         updated_at        INTEGER NOT NULL
     ) STRICT;",
+    // 4: attached disks the owner mounted, mounted again whenever they are there.
+    "CREATE TABLE disks (
+        uuid       TEXT PRIMARY KEY NOT NULL,
+        folder     TEXT NOT NULL UNIQUE,
+        filesystem TEXT NOT NULL,
+        added_at   INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

@@ -8,12 +8,14 @@
 
 mod accounts;
 mod apps;
+mod disks;
 mod external_apps;
 mod migrations;
 mod settings;
 
 pub use accounts::{NewSession, SessionRecord, UserRecord};
 pub use apps::{AppPhase, AppRecord, AppStep};
+pub use disks::RememberedDisk;
 pub use external_apps::ExternalApp;
 pub use settings::{DeviceSettings, SetupRecord};
 

@@ -9,6 +9,7 @@ pub mod api;
 pub mod api_apps;
 pub mod api_catalog;
 pub mod api_containers;
+pub mod api_disks;
 pub mod api_error;
 pub mod api_external;
 pub mod api_images;
@@ -82,6 +83,10 @@ pub fn router(state: AppState) -> Router {
             "/external-apps/{name}",
             axum::routing::delete(api_external::remove),
         )
+        .route("/disks", get(api_disks::list))
+        .route("/disks/mount", post(api_disks::mount))
+        .route("/disks/unmount", post(api_disks::unmount))
+        .route("/disks/format", post(api_disks::format))
         .route("/openapi.json", get(openapi::serve))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed);
@@ -92,6 +97,8 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{id}", get(pages::app))
         .route("/apps/{id}/action", post(pages::action_submit))
         .route("/storage", get(pages::storage))
+        .route("/storage/action", post(pages::storage_action_submit))
+        .route("/storage/format", post(pages::storage_format_submit))
         .route("/backups", get(pages::backups))
         .route("/domain", get(pages::domain))
         .route("/system", get(pages::system))

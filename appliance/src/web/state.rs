@@ -44,6 +44,8 @@ pub struct AppState {
     pub power: crate::system::Power,
     /// System updates into the other root slot (only on the device itself).
     pub updates: crate::system::Updates,
+    /// Attached disks.
+    pub storage: crate::storage::Storage,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -68,6 +70,7 @@ pub struct Parts {
     pub mdns: Mdns,
     pub power: crate::system::Power,
     pub updates: crate::system::Updates,
+    pub storage: crate::storage::Storage,
 }
 
 impl AppState {
@@ -90,6 +93,7 @@ impl AppState {
             mdns,
             power,
             updates,
+            storage,
         } = parts;
         let hasher = PasswordHasher::default();
         Self {
@@ -109,6 +113,7 @@ impl AppState {
             mdns,
             power,
             updates,
+            storage,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }

@@ -6,13 +6,15 @@ mod layout;
 mod login_page;
 mod sections;
 mod setup_page;
+mod storage_page;
 mod update_pages;
 
 pub use app_pages::{action_submit, app, apps, install_submit};
 pub use layout::bare;
 pub use login_page::{login_form, login_submit, logout_submit};
-pub use sections::{backups, domain, not_found, power_submit, storage, system};
+pub use sections::{backups, domain, not_found, power_submit, system};
 pub use setup_page::{setup_form, setup_submit};
+pub use storage_page::{storage, storage_action_submit, storage_format_submit};
 pub use update_pages::{switch_back_submit, update_submit};
 
 use axum::http::{HeaderMap, StatusCode, header};

@@ -1,6 +1,6 @@
-//! The dashboard's sections. Storage, Backups and Domain are empty shells
-//! until their modules land; System shows the device's state. (Apps has its
-//! own module, `app_pages`.)
+//! The dashboard's sections. Backups and Domain are empty shells until
+//! their modules land; System shows the device's state. (Apps and Storage
+//! have their own modules.)
 
 use axum::Form;
 use axum::extract::State;
@@ -36,12 +36,6 @@ pub(super) async fn section(
 
 fn empty(text: &str) -> Markup {
     html! { p.empty { (text) } }
-}
-
-/// `/storage`.
-pub async fn storage(State(state): State<AppState>, session: PageSession) -> Response {
-    let body = empty("Attached disks and their shares will be listed here.");
-    section(&state, &session, "/storage", "Storage", body).await
 }
 
 /// `/backups`.

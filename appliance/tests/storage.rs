@@ -1,0 +1,391 @@
+//! Attached disks, made from files: loop devices with a real ext4 (on a GPT
+//! partition) and a real exFAT (on the whole device, as on most USB
+//! sticks), listed, mounted, refused while in use, unmounted, mounted
+//! again after a restart and after being plugged back in, and formatted
+//! only with the disk's serial.
+//!
+//! udev does not run on this machine, so the test writes for its disks
+//! what udev would record for a USB disk (model, serial) into a database
+//! folder the supervisor is pointed at; filesystems are probed for real.
+//! Needs root, losetup, sfdisk, mkfs.ext4, mkfs.exfat (exfatprogs) and,
+//! where the kernel has no exFAT, exfat-fuse.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Session, error_of};
+use serde_json::{Value, json};
+
+fn sh(program: &str, args: &[&str]) -> String {
+    let o = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(
+        o.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// A disk made from a sparse file, attached as a loop device with
+/// partition scanning (as a USB disk would be). Detached on drop.
+struct LoopDisk {
+    file: PathBuf,
+    dev: String,
+}
+
+impl LoopDisk {
+    fn new(dir: &Path, name: &str, mib: u64) -> Self {
+        let file = dir.join(format!("{name}.img"));
+        std::fs::File::create(&file)
+            .and_then(|f| f.set_len(mib << 20))
+            .expect("disk file");
+        let mut disk = Self {
+            file,
+            dev: String::new(),
+        };
+        disk.attach();
+        disk
+    }
+
+    fn attach(&mut self) {
+        self.dev = sh(
+            "losetup",
+            &[
+                "--find",
+                "--show",
+                "--partscan",
+                &self.file.to_string_lossy(),
+            ],
+        );
+    }
+
+    fn detach(&mut self) {
+        if !self.dev.is_empty() {
+            let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+            self.dev.clear();
+        }
+    }
+
+    fn name(&self) -> String {
+        self.dev.trim_start_matches("/dev/").to_owned()
+    }
+
+    fn major_minor(&self, dev: &str) -> String {
+        let name = dev.trim_start_matches("/dev/");
+        std::fs::read_to_string(format!("/sys/class/block/{name}/dev"))
+            .expect("sysfs dev")
+            .trim()
+            .to_owned()
+    }
+
+    /// What udev records for a USB disk: its model and serial.
+    fn describe_to_udev(&self, udev: &Path, model: &str, serial: &str) {
+        std::fs::write(
+            udev.join(format!("b{}", self.major_minor(&self.dev))),
+            format!("E:ID_MODEL={model}\nE:ID_SERIAL_SHORT={serial}\n"),
+        )
+        .expect("udev entry");
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// Unmounts (lazily) whatever is still mounted under `dir`: a failed test
+/// must not leave mounts behind.
+struct MountSweeper(PathBuf);
+
+impl Drop for MountSweeper {
+    fn drop(&mut self) {
+        for point in mount_points_under(&self.0) {
+            let _ = Command::new("umount").args(["-l", &point]).status();
+        }
+    }
+}
+
+fn mount_points_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect()
+}
+
+async fn disks(d: &Daemon, s: &Session) -> Vec<Value> {
+    let r = d.get_as("/api/v1/disks", &s.header()).await;
+    assert_eq!(r.status(), 200);
+    r.json::<Vec<Value>>().await.expect("json")
+}
+
+fn find_disk<'a>(list: &'a [Value], name: &str) -> &'a Value {
+    list.iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("{name} is not listed: {list:?}"))
+}
+
+async fn post(d: &Daemon, s: &Session, path: &str, body: Value) -> reqwest::Response {
+    d.http
+        .post(d.url(path))
+        .header("cookie", s.header())
+        .header("x-csrf-token", &s.csrf)
+        .json(&body)
+        .send()
+        .await
+        .expect("post")
+}
+
+/// Waits for the volume `uuid` to be mounted (or not) at `folder`.
+async fn wait_mounted(d: &Daemon, s: &Session, uuid: &str, folder: Option<&Path>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = disks(d, s).await;
+        let at = list
+            .iter()
+            .flat_map(|d| d["volumes"].as_array().cloned().unwrap_or_default())
+            .find(|v| v["uuid"] == uuid)
+            .map(|v| v["mounted_at"].clone());
+        let want = folder.map_or(Value::Null, |f| Value::from(f.display().to_string()));
+        if at.as_ref() == Some(&want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{uuid} never became mounted at {want}: {at:?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn disks_are_listed_mounted_refused_while_in_use_remembered_and_formatted_only_by_serial() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let udev = work.path().join("udev");
+    std::fs::create_dir_all(&udev).expect("udev dir");
+
+    // An ext4 disk with a GPT partition, labelled Media.
+    let media = LoopDisk::new(work.path(), "media", 64);
+    sh(
+        "sh",
+        &[
+            "-c",
+            &format!("printf 'label: gpt\n,,L\n' | sfdisk --quiet {0}; partx --update {0}", media.dev),
+        ],
+    );
+    let media_part = format!("{}p1", media.dev);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !Path::new(&media_part).exists() {
+        assert!(Instant::now() < deadline, "{media_part} never appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sh("mkfs.ext4", &["-q", "-F", "-L", "Media", &media_part]);
+    media.describe_to_udev(&udev, "Media_Drive", "MEDIA-0001");
+    // An exFAT stick: the filesystem on the whole device.
+    let mut stick = LoopDisk::new(work.path(), "stick", 64);
+    sh("mkfs.exfat", &["-L", "PHOTOS", &stick.dev]);
+    stick.describe_to_udev(&udev, "Ultra_Fit", "STICK-0002");
+    // A disk that reports no serial.
+    let anonymous = LoopDisk::new(work.path(), "anonymous", 16);
+
+    let d = Daemon::start_with(
+        tempfile::tempdir().expect("tempdir"),
+        vec!["--udev-data".into(), udev.display().to_string()],
+    )
+    .await;
+    let _sweeper = MountSweeper(d.data().join("disks"));
+    let s = d.set_up().await;
+
+    // Listed with what udev knows and what the filesystems say; the
+    // machine's own disk (holding /) is not offered.
+    let list = disks(&d, &s).await;
+    assert!(
+        list.iter()
+            .flat_map(|d| d["volumes"].as_array().cloned().unwrap_or_default())
+            .all(|v| v["mounted_at"] != "/"),
+        "the system's disk is listed: {list:?}"
+    );
+    let m = find_disk(&list, &media.name());
+    assert_eq!(m["model"], "Media Drive");
+    assert_eq!(m["serial"], "MEDIA-0001");
+    assert_eq!(m["size_bytes"], 64 << 20);
+    let mv = &m["volumes"][0];
+    assert_eq!(mv["name"], format!("{}p1", media.name()));
+    assert_eq!(mv["filesystem"], "ext4");
+    assert_eq!(mv["label"], "Media");
+    assert_eq!(mv["mounted_at"], Value::Null);
+    let media_uuid = mv["uuid"].as_str().expect("uuid").to_owned();
+    let st = find_disk(&list, &stick.name());
+    assert_eq!(st["volumes"][0]["filesystem"], "exfat");
+    assert_eq!(st["volumes"][0]["label"], "PHOTOS");
+    let stick_uuid = st["volumes"][0]["uuid"].as_str().expect("uuid").to_owned();
+    assert_eq!(find_disk(&list, &anonymous.name())["serial"], Value::Null);
+
+    // Mounted from the API under DATA/disks/LABEL; files go to the disk.
+    let r = post(&d, &s, "/api/v1/disks/mount", json!({ "uuid": media_uuid })).await;
+    assert_eq!(r.status(), 200);
+    let media_dir = d.data().join("disks/Media");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["folder"], media_dir.display().to_string());
+    std::fs::write(media_dir.join("film.txt"), b"a film").expect("write to the disk");
+    // And from the CLI.
+    let o = d.cli(&["disk", "mount", &stick_uuid]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stick_dir = d.data().join("disks/PHOTOS");
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&stick_dir.display().to_string()));
+    std::fs::write(stick_dir.join("photo.jpg"), b"a photo").expect("write to the stick");
+    let o = d.cli(&["disk", "ls"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("serial MEDIA-0001"), "{text}");
+    assert!(
+        text.contains(&format!("mounted at {}", media_dir.display())),
+        "{text}"
+    );
+    wait_mounted(&d, &s, &stick_uuid, Some(&stick_dir)).await;
+    let list = disks(&d, &s).await;
+    let mv = &find_disk(&list, &media.name())["volumes"][0];
+    assert!(mv["free_bytes"].as_u64().is_some_and(|f| f > 0), "{mv}");
+
+    // Refused while a program works inside it, and the refusal says who.
+    let mut user = Command::new("sleep")
+        .arg("60")
+        .current_dir(&media_dir)
+        .spawn()
+        .expect("sleep");
+    let r = post(
+        &d,
+        &s,
+        "/api/v1/disks/unmount",
+        json!({ "uuid": media_uuid }),
+    )
+    .await;
+    let (status, code, _, message) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (409, "in_use"), "{message}");
+    assert!(
+        message.contains(&format!("sleep (pid {})", user.id())),
+        "{message}"
+    );
+    assert!(mount_points_under(&media_dir).contains(&media_dir.display().to_string()));
+    let _ = user.kill();
+    let _ = user.wait();
+    let r = post(
+        &d,
+        &s,
+        "/api/v1/disks/unmount",
+        json!({ "uuid": media_uuid }),
+    )
+    .await;
+    assert_eq!(r.status(), 204);
+    assert!(mount_points_under(&media_dir).is_empty());
+    assert!(!media_dir.exists(), "the empty folder is removed");
+    // Unmounted means forgotten: mounting again finds the file there.
+    let r = post(&d, &s, "/api/v1/disks/mount", json!({ "uuid": media_uuid })).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        std::fs::read(media_dir.join("film.txt")).expect("read back"),
+        b"a film"
+    );
+
+    // Remembered: unplugged behind its back and plugged in again, the
+    // stick is mounted again in its folder (kernel hotplug events).
+    sh("umount", &[&stick_dir.to_string_lossy()]);
+    stick.detach();
+    stick.attach();
+    stick.describe_to_udev(&udev, "Ultra_Fit", "STICK-0002");
+    wait_mounted(&d, &s, &stick_uuid, Some(&stick_dir)).await;
+    assert_eq!(
+        std::fs::read(stick_dir.join("photo.jpg")).expect("read back"),
+        b"a photo"
+    );
+
+    // Format: never while mounted, never without the disk's own serial.
+    let format = |disk: String, serial: &str, label: &str| json!({ "disk": disk, "serial": serial, "label": label });
+    let r = post(
+        &d,
+        &s,
+        "/api/v1/disks/format",
+        format(stick.name(), "STICK-0002", "Fresh"),
+    )
+    .await;
+    let (status, code, _, message) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (409, "in_use"), "{message}");
+    let o = d.cli(&["disk", "unmount", &stick_uuid]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The Storage page offers to erase the unmounted stick, asking for
+    // its serial; the mounted disk is only offered an unmount.
+    let page = d
+        .get_as("/storage", &s.header())
+        .await
+        .text()
+        .await
+        .expect("page");
+    assert!(page.contains("Media Drive"), "{page}");
+    assert!(page.contains("serial MEDIA-0001"), "{page}");
+    assert_eq!(page.matches("Erase this disk").count(), 1, "{page}");
+    assert!(page.contains("<code>STICK-0002</code>"), "{page}");
+    for (serial, label, field) in [
+        ("MEDIA-0001", "Fresh", "serial"),
+        ("", "Fresh", "serial"),
+        ("STICK-0002", "no spaces allowed", "label"),
+    ] {
+        let r = post(
+            &d,
+            &s,
+            "/api/v1/disks/format",
+            format(stick.name(), serial, label),
+        )
+        .await;
+        let (status, _, f, message) = error_of(r).await;
+        assert_eq!((status, f.as_deref()), (400, Some(field)), "{message}");
+    }
+    let r = post(
+        &d,
+        &s,
+        "/api/v1/disks/format",
+        format(anonymous.name(), "", "Fresh"),
+    )
+    .await;
+    let (status, _, f, message) = error_of(r).await;
+    assert_eq!((status, f.as_deref()), (400, Some("serial")), "{message}");
+    assert!(message.contains("no serial number"), "{message}");
+    assert_eq!(
+        sh("blkid", &["-p", "-o", "value", "-s", "TYPE", &stick.dev]),
+        "exfat",
+        "a refused format changes nothing"
+    );
+    let o = d.cli(&[
+        "disk",
+        "format",
+        &stick.name(),
+        "--serial",
+        "STICK-0002",
+        "--label",
+        "Fresh",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let fresh = d.data().join("disks/Fresh");
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&fresh.display().to_string()));
+    let part = format!("{}p1", stick.dev);
+    assert_eq!(
+        sh("blkid", &["-p", "-o", "value", "-s", "TYPE", &part]),
+        "ext4"
+    );
+    assert_eq!(
+        sh("blkid", &["-p", "-o", "value", "-s", "LABEL", &part]),
+        "Fresh"
+    );
+    assert!(mount_points_under(&fresh).contains(&fresh.display().to_string()));
+
+    for dir in [&media_dir, &fresh] {
+        let _ = Command::new("umount").arg(dir).status();
+    }
+}
