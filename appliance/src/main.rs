@@ -74,6 +74,15 @@ enum Command {
             hide = true
         )]
         udev_data: PathBuf,
+        /// Where the Unix accounts of Samba's users go (libnss-extrausers'
+        /// folder). By default /var/lib/extrausers on the device (with
+        /// --power-control) and DATA/ddaemon/samba/extrausers elsewhere, so
+        /// that a supervisor on a workstation never touches its accounts.
+        #[arg(long, value_name = "DIR", hide = true)]
+        unix_users: Option<PathBuf>,
+        /// A smbd to signal after share changes (tests run their own).
+        #[arg(long, value_name = "FILE", hide = true)]
+        smbd_pid_file: Option<PathBuf>,
     },
     /// Show what the System page shows, from the running supervisor.
     Status {
@@ -118,6 +127,13 @@ enum Command {
         #[command(subcommand)]
         action: DiskAction,
     },
+    /// Shared folders (Samba): add, list, remove.
+    Share {
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+        socket: PathBuf,
+        #[command(subcommand)]
+        action: ShareAction,
+    },
     /// System updates: status, install a signed bundle, switch back.
     Update {
         #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
@@ -143,6 +159,30 @@ enum Command {
         #[command(subcommand)]
         action: ImageAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ShareAction {
+    /// Share a folder on an attached disk or in an app's data folder.
+    Add {
+        name: String,
+        path: PathBuf,
+        #[arg(long)]
+        read_only: bool,
+        /// Who may open it (repeatable); every user when left out.
+        #[arg(long = "user", value_name = "NAME")]
+        users: Vec<String>,
+        /// Offer it to Macs as a Time Machine target.
+        #[arg(long)]
+        time_machine: bool,
+    },
+    /// Every share.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop sharing a folder (its files stay).
+    Rm { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -351,6 +391,8 @@ fn main() -> anyhow::Result<()> {
             power_control,
             recovery,
             udev_data,
+            unix_users,
+            smbd_pid_file,
         } => runtime
             .block_on(serve(ServeOptions {
                 data_dir: data,
@@ -365,6 +407,8 @@ fn main() -> anyhow::Result<()> {
                 power_control,
                 recovery,
                 udev_data,
+                unix_users,
+                smbd_pid_file,
             }))
             .context("ddaemon serve failed"),
         Command::Status { socket, json } => runtime
@@ -375,6 +419,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Disk { socket, action } => {
             runtime.block_on(disk(&ApiClient::new(&socket), action))
+        }
+        Command::Share { socket, action } => {
+            runtime.block_on(share(&ApiClient::new(&socket), action))
         }
         Command::Update { socket, action } => {
             runtime.block_on(update(&ApiClient::new(&socket), action))
@@ -396,6 +443,43 @@ fn main() -> anyhow::Result<()> {
         Command::App { socket, action } => runtime.block_on(app(&ApiClient::new(&socket), action)),
         Command::Shim { .. } | Command::RunBundle { .. } => Ok(()),
     }
+}
+
+async fn share(client: &ApiClient, action: ShareAction) -> anyhow::Result<()> {
+    use ddaemon::cli::shares;
+    match action {
+        ShareAction::Add {
+            name,
+            path,
+            read_only,
+            users,
+            time_machine,
+        } => {
+            let request = serde_json::json!({
+                "name": name, "path": path, "read_only": read_only,
+                "users": users, "time_machine": time_machine,
+            });
+            let share = shares::add(client, &request)
+                .await
+                .with_context(|| format!("{} was not shared", path.display()))?;
+            println!("{} is shared as {}", share.path, share.name);
+        }
+        ShareAction::Ls { json } => {
+            let list = shares::list(client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", shares::shares_text(&list));
+            }
+        }
+        ShareAction::Rm { name } => {
+            shares::remove(client, &name)
+                .await
+                .with_context(|| format!("{name} was not removed"))?;
+            println!("{name} is no longer shared; its files stay");
+        }
+    }
+    Ok(())
 }
 
 async fn disk(client: &ApiClient, action: DiskAction) -> anyhow::Result<()> {

@@ -55,6 +55,12 @@ pub struct ServeOptions {
     pub recovery: bool,
     /// udev's database (`/run/udev/data`).
     pub udev_data: PathBuf,
+    /// Where Samba's Unix accounts go (libnss-extrausers' folder); `None`:
+    /// the system's on the device, one in the data folder elsewhere.
+    pub unix_users: Option<PathBuf>,
+    /// A smbd to send SIGHUP to after a change (tests); otherwise the
+    /// device's smbd is reloaded through systemd, and elsewhere none.
+    pub smbd_pid_file: Option<PathBuf>,
 }
 
 /// Why the supervisor could not start or stopped with an error.
@@ -182,10 +188,28 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     ..crate::storage::Sources::default()
                 },
                 &options.data_dir,
+                db_for_storage.clone(),
+            ),
+            shares: crate::storage::shares::Shares::new(
                 db_for_storage,
+                &options.data_dir,
+                crate::storage::samba::SambaFiles {
+                    dir: options.data_dir.join("ddaemon/samba"),
+                    unix_users: match (&options.unix_users, options.power_control) {
+                        (Some(dir), _) => dir.clone(),
+                        (None, true) => PathBuf::from("/var/lib/extrausers"),
+                        (None, false) => options.data_dir.join("ddaemon/samba/extrausers"),
+                    },
+                    reload: match (&options.smbd_pid_file, options.power_control) {
+                        (Some(file), _) => crate::storage::samba::Reload::PidFile(file.clone()),
+                        (None, true) => crate::storage::samba::Reload::Systemd,
+                        (None, false) => crate::storage::samba::Reload::None,
+                    },
+                },
             ),
         },
     );
+    start_share_sync(&state);
     start_disk_watch(&state.storage);
     // Before setup the device answers as ddaemon.local, the name the
     // owner types to reach the setup page.
@@ -333,6 +357,20 @@ fn remove_socket(path: &Path) {
     if let Err(err) = std::fs::remove_file(path) {
         tracing::debug!(path = %path.display(), %err, "control socket already gone");
     }
+}
+
+/// Writes Samba's files now and whenever users or passwords change.
+fn start_share_sync(state: &AppState) {
+    let shares = state.shares.clone();
+    let changed = state.db.accounts_changed();
+    tokio::spawn(async move {
+        loop {
+            if let Err(err) = shares.sync().await {
+                tracing::error!(%err, "Samba's files could not be written");
+            }
+            changed.notified().await;
+        }
+    });
 }
 
 /// Mounts the remembered disks now and whenever block devices change.

@@ -77,6 +77,7 @@ pub async fn run_setup(
         return Err(SetupError::AlreadySetUp);
     }
     let (device_name, timezone) = validate(&request, zones)?;
+    let nt_hash = crate::auth::nt_hash(&request.password);
     let password_hash = hasher
         .hash(request.password)
         .await
@@ -86,6 +87,7 @@ pub async fn run_setup(
         timezone: timezone.clone(),
         admin_name: ADMIN_USER.to_owned(),
         password_hash,
+        nt_hash,
     })
     .await?;
     tracing::info!(%device_name, %timezone, "setup complete");

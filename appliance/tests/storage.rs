@@ -65,9 +65,16 @@ impl LoopDisk {
         );
     }
 
+    /// Detaches, and waits until the kernel has let go: a device still
+    /// open (a FUSE driver that is still exiting) is only marked to go.
     fn detach(&mut self) {
         if !self.dev.is_empty() {
             let _ = Command::new("losetup").args(["-d", &self.dev]).status();
+            let backing = format!("/sys/class/block/{}/loop/backing_file", self.name());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Path::new(&backing).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             self.dev.clear();
         }
     }
@@ -179,7 +186,10 @@ async fn disks_are_listed_mounted_refused_while_in_use_remembered_and_formatted_
         "sh",
         &[
             "-c",
-            &format!("printf 'label: gpt\n,,L\n' | sfdisk --quiet {0}; partx --update {0}", media.dev),
+            &format!(
+                "printf 'label: gpt\n,,L\n' | sfdisk --quiet {0}; partx --update {0}",
+                media.dev
+            ),
         ],
     );
     let media_part = format!("{}p1", media.dev);
@@ -309,6 +319,7 @@ async fn disks_are_listed_mounted_refused_while_in_use_remembered_and_formatted_
 
     // Format: never while mounted, never without the disk's own serial.
     let format = |disk: String, serial: &str, label: &str| json!({ "disk": disk, "serial": serial, "label": label });
+    let listed = disks(&d, &s).await;
     let r = post(
         &d,
         &s,
@@ -317,7 +328,13 @@ async fn disks_are_listed_mounted_refused_while_in_use_remembered_and_formatted_
     )
     .await;
     let (status, code, _, message) = error_of(r).await;
-    assert_eq!((status, code.as_str()), (409, "in_use"), "{message}");
+    assert_eq!(
+        (status, code.as_str()),
+        (409, "in_use"),
+        "{message} {} {listed:?}\n{}",
+        stick.name(),
+        d.log()
+    );
     let o = d.cli(&["disk", "unmount", &stick_uuid]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // The Storage page offers to erase the unmounted stick, asking for
@@ -388,4 +405,343 @@ async fn disks_are_listed_mounted_refused_while_in_use_remembered_and_formatted_
     for dir in [&media_dir, &fresh] {
         let _ = Command::new("umount").arg(dir).status();
     }
+}
+
+/// An ext4 disk made and mounted through the API, for a test that needs
+/// one mounted disk; returns the disk and its folder.
+async fn mounted_ext4_disk(
+    d: &Daemon,
+    s: &Session,
+    work: &Path,
+    label: &str,
+) -> (LoopDisk, PathBuf) {
+    let disk = LoopDisk::new(work, &label.to_lowercase(), 64);
+    sh("mkfs.ext4", &["-q", "-F", "-L", label, &disk.dev]);
+    let uuid = sh("blkid", &["-p", "-o", "value", "-s", "UUID", &disk.dev]);
+    let r = post(d, s, "/api/v1/disks/mount", json!({ "uuid": uuid })).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    (disk, d.data().join("disks").join(label))
+}
+
+/// A Samba server as the device runs it, with ddaemon's configuration
+/// included, in the device's network namespace; its Unix accounts come
+/// from ddaemon's extrausers folder (bound over /var/lib/extrausers in its
+/// own mount namespace, a slave of the host's: an unmount there reaches
+/// it, so it never keeps another test's disk busy). Stopped on drop.
+struct Smbd {
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl Smbd {
+    fn start(netns: &str, dir: &Path, data_dir: &Path, unix_users: &Path) -> Self {
+        let samba_config = data_dir.join("ddaemon/samba/ddaemon.conf");
+        for sub in ["run", "lock", "state", "cache", "private", "ncalrpc"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
+        }
+        let d = dir.display();
+        let config = dir.join("smb.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "[global]\n   pid directory = {d}/run\n   lock directory = {d}/lock\n   \
+                 state directory = {d}/state\n   cache directory = {d}/cache\n   \
+                 private dir = {d}/private\n   ncalrpc dir = {d}/ncalrpc\n   log file = {d}/log.%m\n   \
+                 interfaces = 192.168.77.1/24\n   bind interfaces only = yes\n   \
+                 include = {}\n",
+                samba_config.display()
+            ),
+        )
+        .expect("smb.conf");
+        let nsswitch = dir.join("nsswitch.conf");
+        std::fs::write(
+            &nsswitch,
+            "passwd: files extrausers\ngroup: files extrausers\nshadow: files\nhosts: files\n",
+        )
+        .expect("nsswitch");
+        // The namespace starts as a copy of every mount, other tests'
+        // disks among them; it lets go of those, or it would keep them busy.
+        let script = format!(
+            "for m in $(awk '{{print $5}}' /proc/self/mountinfo | grep '/disks/' | grep -v '^{data}/disks/'); do \
+               umount -l \"$m\"; done; \
+             mount --bind {} /var/lib/extrausers && mount --bind {} /etc/nsswitch.conf && \
+             exec smbd --foreground --no-process-group --debug-stdout -s {}",
+            unix_users.display(),
+            nsswitch.display(),
+            config.display(),
+            data = data_dir.display(),
+        );
+        let log = std::fs::File::create(dir.join("smbd.out")).expect("log");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "slave",
+                "sh",
+                "-c",
+            ])
+            .arg(script)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("smbd (apt-get install samba libnss-extrausers)");
+        let smbd = Self {
+            child,
+            dir: dir.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while smbd.pid_file().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "smbd did not start:\n{}",
+                std::fs::read_to_string(dir.join("smbd.out")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        smbd
+    }
+
+    /// smbd's pid file (its name follows the configuration file's).
+    fn pid_file(&self) -> Option<PathBuf> {
+        std::fs::read_dir(self.dir.join("run"))
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "pid"))
+    }
+}
+
+impl Drop for Smbd {
+    /// Stops smbd and every process it started (samba-dcerpcd and its
+    /// workers outlive it otherwise): all are in its mount namespace.
+    fn drop(&mut self) {
+        let ns = std::fs::read_link(format!("/proc/{}/ns/mnt", self.child.id())).ok();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // Never the test's own namespace (smbd not started yet, say).
+        let own = std::fs::read_link("/proc/self/ns/mnt").ok();
+        let Some(ns) = ns.filter(|ns| Some(ns) != own.as_ref()) else {
+            return;
+        };
+        for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            if std::fs::read_link(p.path().join("ns/mnt")).ok().as_ref() == Some(&ns) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// smbclient from the LAN namespace: its output and whether it succeeded.
+fn smbclient(lan: &str, args: &[&str]) -> (bool, String) {
+    let o = Command::new("ip")
+        .args(["netns", "exec", lan, "timeout", "30", "smbclient"])
+        .args(args)
+        .output()
+        .expect("smbclient");
+    (
+        o.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+#[tokio::test]
+async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let unix_users = work.path().join("extrausers");
+    let net = common::test_net::TestNet::new();
+    let pid_link = work.path().join("smbd.pid");
+    let mut d = Daemon::start_with(
+        tempfile::tempdir().expect("tempdir"),
+        vec![
+            "--unix-users".into(),
+            unix_users.display().to_string(),
+            "--smbd-pid-file".into(),
+            pid_link.display().to_string(),
+        ],
+    )
+    .await;
+    let _sweeper = MountSweeper(d.data().join("disks"));
+    let s = d.set_up().await;
+    let (_disk, media) = mounted_ext4_disk(&d, &s, work.path(), "Media").await;
+    std::fs::create_dir(media.join("Films")).expect("mkdir");
+    std::fs::write(media.join("Films/old.txt"), b"an old film").expect("write");
+
+    // Shares from the CLI and the API.
+    let o = d.cli(&["share", "add", "Media", &media.to_string_lossy()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = post(
+        &d,
+        &s,
+        "/api/v1/shares",
+        json!({ "name": "Films", "path": media.join("Films"), "read_only": true }),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    let config = d.data().join("ddaemon/samba/ddaemon.conf");
+    let before = std::fs::read_to_string(&config).expect("ddaemon.conf");
+
+    // Bad input: the field is named and the configuration is untouched.
+    for (body, status, field) in [
+        (json!({ "name": "Etc", "path": "/etc" }), 400, "path"),
+        (
+            json!({ "name": "Up", "path": format!("{}/../..", media.display()) }),
+            400,
+            "path",
+        ),
+        (json!({ "name": "homes", "path": media }), 400, "name"),
+        (json!({ "name": "a/b", "path": media }), 400, "name"),
+        (json!({ "name": "media", "path": media }), 409, "name"),
+        (
+            json!({ "name": "Other", "path": media, "users": ["nobody"] }),
+            400,
+            "users",
+        ),
+        (
+            json!({ "name": "TM", "path": media, "read_only": true, "time_machine": true }),
+            400,
+            "time_machine",
+        ),
+    ] {
+        let r = post(&d, &s, "/api/v1/shares", body.clone()).await;
+        let (got, _, f, message) = error_of(r).await;
+        assert_eq!(
+            (got, f.as_deref()),
+            (status, Some(field)),
+            "{body}: {message}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&config).expect("conf"), before);
+    // Samba accepts what ddaemon wrote.
+    let o = Command::new("testparm")
+        .args(["--suppress-prompt", &config.to_string_lossy()])
+        .output()
+        .expect("testparm");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let smbd = Smbd::start(
+        &net.device,
+        &work.path().join("smbd"),
+        d.data(),
+        &unix_users,
+    );
+    std::os::unix::fs::symlink(smbd.pid_file().expect("pid file"), &pid_link).expect("link");
+    let login = format!("admin%{}", common::PASSWORD);
+
+    // The owner lists the shares, and puts and gets a file byte for byte.
+    let (ok, out) = smbclient(&net.lan, &["-L", "//192.168.77.1", "-U", &login]);
+    assert!(
+        ok && out.contains("Media") && out.contains("Films"),
+        "{out}"
+    );
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let local = work.path().join("upload.bin");
+    std::fs::write(&local, &payload).expect("payload");
+    let back = work.path().join("download.bin");
+    let (ok, out) = smbclient(
+        &net.lan,
+        &[
+            "//192.168.77.1/Media",
+            "-U",
+            &login,
+            "-c",
+            &format!(
+                "put {} upload.bin; get upload.bin {}",
+                local.display(),
+                back.display()
+            ),
+        ],
+    );
+    assert!(ok, "{out}");
+    assert_eq!(std::fs::read(&back).expect("downloaded"), payload);
+    assert_eq!(
+        std::fs::read(media.join("upload.bin")).expect("on the disk"),
+        payload
+    );
+    // A read-only share reads but refuses writes.
+    let (ok, out) = smbclient(
+        &net.lan,
+        &[
+            "//192.168.77.1/Films",
+            "-U",
+            &login,
+            "-c",
+            &format!("get old.txt {}", work.path().join("old.txt").display()),
+        ],
+    );
+    assert!(ok, "{out}");
+    let (_, out) = smbclient(
+        &net.lan,
+        &[
+            "//192.168.77.1/Films",
+            "-U",
+            &login,
+            "-c",
+            &format!("put {} new.bin", local.display()),
+        ],
+    );
+    assert!(
+        out.contains("NT_STATUS_ACCESS_DENIED") || out.contains("NT_STATUS_MEDIA_WRITE_PROTECTED"),
+        "{out}"
+    );
+    assert!(!media.join("Films/new.bin").exists());
+    // A wrong password is refused.
+    let (ok, out) = smbclient(
+        &net.lan,
+        &[
+            "//192.168.77.1/Media",
+            "-U",
+            "admin%wrong password",
+            "-c",
+            "ls",
+        ],
+    );
+    assert!(!ok && out.contains("NT_STATUS_LOGON_FAILURE"), "{out}");
+
+    // The disk cannot be unmounted while shared, and the refusal says why.
+    let uuid = sh("blkid", &["-p", "-o", "value", "-s", "UUID", &_disk.dev]);
+    let r = post(&d, &s, "/api/v1/disks/unmount", json!({ "uuid": uuid })).await;
+    let (status, _, _, message) = error_of(r).await;
+    assert_eq!(status, 409, "{message}");
+    assert!(message.contains("the share Media"), "{message}");
+
+    // A share removed is gone from Samba after its reload; the files stay.
+    let o = d.cli(&["share", "rm", "Films"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out) = smbclient(&net.lan, &["-L", "//192.168.77.1", "-U", &login]);
+        if ok && !out.contains("Films") && out.contains("Media") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Films is still offered: {out}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(media.join("Films/old.txt").exists());
+    let o = d.cli(&["share", "ls"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("Media") && !text.contains("Films"), "{text}");
+
+    // A restarted supervisor keeps serving the same shares.
+    d.restart().await;
+    let (ok, out) = smbclient(
+        &net.lan,
+        &["//192.168.77.1/Media", "-U", &login, "-c", "ls"],
+    );
+    assert!(ok && out.contains("upload.bin"), "{out}");
+    drop(smbd);
+    let _ = Command::new("umount").arg(&media).status();
 }

@@ -86,6 +86,7 @@ impl Logins {
             let _ = self.hasher.verify(password, DUMMY_HASH.to_owned()).await;
             return Err(LoginError::WrongPassword);
         };
+        let nt_hash = super::nt_hash(&password);
         if !self
             .hasher
             .verify(password, user.password_hash.clone())
@@ -96,6 +97,9 @@ impl Logins {
         }
         if let Some(ip) = client {
             self.limiter.succeeded(ip);
+        }
+        if user.nt_hash.as_deref() != Some(nt_hash.as_str()) {
+            self.db.set_nt_hash(user.id, nt_hash).await?;
         }
         self.open_session(&user, client).await
     }

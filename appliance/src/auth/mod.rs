@@ -12,6 +12,8 @@ mod rate_limit;
 mod token;
 
 pub use login::{LoginError, LoginOk, Logins, SESSION_LIFETIME_SECS};
-pub use password::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, PasswordHasher, check_new_password};
+pub use password::{
+    MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS, PasswordHasher, check_new_password, nt_hash,
+};
 pub use rate_limit::{LoginLimiter, RateLimited};
 pub use token::{constant_time_eq, new_token, token_hash};

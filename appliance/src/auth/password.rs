@@ -17,6 +17,15 @@ pub const MIN_PASSWORD_CHARS: usize = 10;
 pub const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// Checks a new password and its confirmation.
+/// The NT hash of a password (MD4 of its UTF-16LE form), hex: what SMB
+/// logins are checked against. It is as good as the password to an SMB
+/// server, so it is kept like a secret (the state database, 0600 files).
+pub fn nt_hash(password: &str) -> String {
+    use md4::Digest as _;
+    let utf16: Vec<u8> = password.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    hex::encode_upper(md4::Md4::digest(&utf16))
+}
+
 pub fn check_new_password(password: &str, confirm: &str) -> Result<(), FieldError> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {

@@ -6,6 +6,7 @@ pub mod apps;
 pub mod containers;
 pub mod disks;
 pub mod images;
+pub mod shares;
 mod status;
 pub mod update;
 

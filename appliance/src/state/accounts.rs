@@ -14,6 +14,8 @@ pub struct UserRecord {
     pub name: String,
     pub password_hash: String,
     pub role: String,
+    /// The password's NT hash (SMB logins), once known.
+    pub nt_hash: Option<String>,
 }
 
 /// A session to store.
@@ -42,7 +44,7 @@ impl StateDb {
         let db = self.clone();
         self.call(move |conn| {
             conn.query_row(
-                "SELECT id, name, password_hash, role FROM users WHERE name = ?1",
+                "SELECT id, name, password_hash, role, nt_hash FROM users WHERE name = ?1",
                 [&name],
                 |row| {
                     Ok(UserRecord {
@@ -50,6 +52,7 @@ impl StateDb {
                         name: row.get(1)?,
                         password_hash: row.get(2)?,
                         role: row.get(3)?,
+                        nt_hash: row.get(4)?,
                     })
                 },
             )
@@ -57,6 +60,47 @@ impl StateDb {
             .map_err(|e| db.sqlite_error(e))
         })
         .await
+    }
+
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<UserRecord>, StateError> {
+        let db = self.clone();
+        self.call(move |conn| {
+            let mut stmt = conn
+                .prepare("SELECT id, name, password_hash, role, nt_hash FROM users ORDER BY name")
+                .map_err(|e| db.sqlite_error(e))?;
+            let rows = stmt
+                .query_map([], |row| {
+                    Ok(UserRecord {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                        password_hash: row.get(2)?,
+                        role: row.get(3)?,
+                        nt_hash: row.get(4)?,
+                    })
+                })
+                .map_err(|e| db.sqlite_error(e))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(|e| db.sqlite_error(e))
+        })
+        .await
+    }
+
+    /// Records a user's NT hash (learnt at a login, for users set up before
+    /// shares existed).
+    pub async fn set_nt_hash(&self, user_id: i64, nt_hash: String) -> Result<(), StateError> {
+        let db = self.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE users SET nt_hash = ?1 WHERE id = ?2",
+                params![nt_hash, user_id],
+            )
+            .map(drop)
+            .map_err(|e| db.sqlite_error(e))
+        })
+        .await?;
+        self.accounts.notify_one();
+        Ok(())
     }
 
     /// Stores a new session, pruning expired ones on the way.

@@ -61,6 +61,18 @@ const MIGRATIONS: &[&str] = &[
         filesystem TEXT NOT NULL,
         added_at   INTEGER NOT NULL
     ) STRICT;",
+    // 5: shared folders (Samba, NFS), and the users' NT hashes, which SMB
+    // logins are checked against.
+    "CREATE TABLE shares (
+        name         TEXT PRIMARY KEY NOT NULL COLLATE NOCASE,
+        path         TEXT NOT NULL,
+        read_only    INTEGER NOT NULL,
+        users        TEXT NOT NULL,
+        time_machine INTEGER NOT NULL,
+        nfs          INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL
+    ) STRICT;
+    ALTER TABLE users ADD COLUMN nt_hash TEXT;",
 ];
 
 /// The schema version this build writes.

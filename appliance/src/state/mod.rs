@@ -12,12 +12,14 @@ mod disks;
 mod external_apps;
 mod migrations;
 mod settings;
+mod shares;
 
 pub use accounts::{NewSession, SessionRecord, UserRecord};
 pub use apps::{AppPhase, AppRecord, AppStep};
 pub use disks::RememberedDisk;
 pub use external_apps::ExternalApp;
 pub use settings::{DeviceSettings, SetupRecord};
+pub use shares::Share;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -72,6 +74,8 @@ pub enum StateError {
 pub struct StateDb {
     conn: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
+    /// Woken when users or their passwords change (Samba follows them).
+    accounts: Arc<tokio::sync::Notify>,
 }
 
 impl StateDb {
@@ -99,7 +103,13 @@ impl StateDb {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             path: Arc::new(path),
+            accounts: Arc::new(tokio::sync::Notify::new()),
         })
+    }
+
+    /// Notified after users or their passwords change.
+    pub fn accounts_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.accounts)
     }
 
     /// Path of the database file.

@@ -16,6 +16,8 @@ pub struct SetupRecord {
     pub timezone: String,
     pub admin_name: String,
     pub password_hash: String,
+    /// The password's NT hash, for SMB logins to shares.
+    pub nt_hash: String,
 }
 
 /// The device settings the pages show.
@@ -86,17 +88,20 @@ impl StateDb {
                 // not outlive the password they were opened with.
                 tx.execute("DELETE FROM sessions", [])?;
                 tx.execute(
-                    "INSERT INTO users (name, password_hash, role, created_at)
-                     VALUES (?1, ?2, 'admin', ?3)
-                     ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
-                    params![record.admin_name, record.password_hash, now],
+                    "INSERT INTO users (name, password_hash, role, created_at, nt_hash)
+                     VALUES (?1, ?2, 'admin', ?3, ?4)
+                     ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash,
+                         nt_hash = excluded.nt_hash",
+                    params![record.admin_name, record.password_hash, now, record.nt_hash],
                 )?;
                 Ok(())
             };
             write().map_err(|e| db.sqlite_error(e))?;
             tx.commit().map_err(|e| db.sqlite_error(e))
         })
-        .await
+        .await?;
+        self.accounts.notify_one();
+        Ok(())
     }
 
     /// The reset button's soft reset: the admin password, the sessions and
@@ -117,6 +122,8 @@ impl StateDb {
             write().map_err(|e| db.sqlite_error(e))?;
             tx.commit().map_err(|e| db.sqlite_error(e))
         })
-        .await
+        .await?;
+        self.accounts.notify_one();
+        Ok(())
     }
 }

@@ -285,6 +285,14 @@ struct Mount {
     point: String,
 }
 
+/// Where filesystems are mounted now.
+pub fn mount_points() -> Vec<String> {
+    read_mounts(Path::new("/proc/self/mountinfo"))
+        .into_iter()
+        .map(|m| m.point)
+        .collect()
+}
+
 fn read_mounts(mountinfo: &Path) -> Vec<Mount> {
     // Fields: id parent major:minor root mount-point …
     std::fs::read_to_string(mountinfo)

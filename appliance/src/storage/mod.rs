@@ -5,6 +5,8 @@
 
 pub mod block_devices;
 pub mod hotplug;
+pub mod samba;
+pub mod shares;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use tokio::sync::Mutex;
 
 pub use block_devices::{Disk, Sources, Volume, list_disks};
 
-use crate::state::{RememberedDisk, StateDb, StateError};
+use crate::state::{RememberedDisk, Share, StateDb, StateError};
 
 /// Filesystems mounted here; others are listed but not offered.
 pub const MOUNTABLE: [&str; 7] = ["ext4", "btrfs", "xfs", "exfat", "vfat", "ntfs", "ntfs3"];
@@ -164,9 +166,9 @@ impl Storage {
     }
 
     /// Unmounts the filesystem `uuid` and forgets it, unless something uses
-    /// it: `users` names what does (shares, apps), then running programs
-    /// holding files in it are looked for.
-    pub async fn unmount(&self, uuid: &str, users: &[String]) -> Result<(), StorageError> {
+    /// it: a share of a folder on it, or a running program holding files
+    /// in it.
+    pub async fn unmount(&self, uuid: &str, shares: &[Share]) -> Result<(), StorageError> {
         let _busy = self.busy.lock().await;
         let (_, volume) = self.find_volume(uuid).await?;
         let Some(at) = volume.mounted_at.clone() else {
@@ -174,7 +176,11 @@ impl Storage {
             return Err(StorageError::NotMounted(volume.path));
         };
         let at = PathBuf::from(at);
-        let mut users = users.to_vec();
+        let mut users: Vec<String> = shares
+            .iter()
+            .filter(|s| Path::new(&s.path).starts_with(&at))
+            .map(|s| format!("the share {}", s.name))
+            .collect();
         if users.is_empty() {
             users = programs_using(&at);
         }

@@ -111,9 +111,14 @@ pub async fn unmount(
     _s: ApiSession,
     ApiJson(request): ApiJson<VolumeRequest>,
 ) -> Result<StatusCode, ApiError> {
+    let shares = state
+        .shares
+        .list()
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     state
         .storage
-        .unmount(&request.uuid, &[])
+        .unmount(&request.uuid, &shares)
         .await
         .map_err(storage_error)?;
     Ok(StatusCode::NO_CONTENT)

@@ -14,6 +14,7 @@ pub mod api_error;
 pub mod api_external;
 pub mod api_images;
 mod api_json;
+pub mod api_shares;
 pub mod api_update;
 mod assets;
 pub mod cookies;
@@ -87,6 +88,8 @@ pub fn router(state: AppState) -> Router {
         .route("/disks/mount", post(api_disks::mount))
         .route("/disks/unmount", post(api_disks::unmount))
         .route("/disks/format", post(api_disks::format))
+        .route("/shares", get(api_shares::list).post(api_shares::add))
+        .route("/shares/{name}", axum::routing::delete(api_shares::remove))
         .route("/openapi.json", get(openapi::serve))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed);
@@ -99,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .route("/storage", get(pages::storage))
         .route("/storage/action", post(pages::storage_action_submit))
         .route("/storage/format", post(pages::storage_format_submit))
+        .route("/storage/shares", post(pages::share_submit))
         .route("/backups", get(pages::backups))
         .route("/domain", get(pages::domain))
         .route("/system", get(pages::system))

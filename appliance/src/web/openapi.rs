@@ -6,7 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::api_error::{ErrorBody, ErrorDetail};
 use super::{
-    api, api_apps, api_catalog, api_containers, api_disks, api_external, api_images, api_update,
+    api, api_apps, api_catalog, api_containers, api_disks, api_external, api_images, api_shares,
+    api_update,
 };
 use crate::setup::SetupRequest;
 use crate::system::{DiskUse, MemoryUse, SystemInfo};
@@ -23,7 +24,8 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_catalog::list, api_catalog::icon,
         api_apps::list, api_apps::get, api_apps::install, api_apps::start, api_apps::stop,
         api_apps::restart, api_apps::update, api_apps::remove, api_apps::logs,
-        api_disks::list, api_disks::mount, api_disks::unmount, api_disks::format
+        api_disks::list, api_disks::mount, api_disks::unmount, api_disks::format,
+        api_shares::list, api_shares::add, api_shares::remove
     ),
     components(schemas(
         api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone, api::PowerRequest, crate::system::PowerAction, crate::system::UpdateStatus, crate::system::SlotView, crate::system::UpdateJob, api_update::UpdateApplied,
@@ -32,7 +34,8 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_containers::ContainerView, api_containers::RunRequest,
         api_external::NewExternalApp, crate::state::ExternalApp, api_catalog::CatalogEntry,
         api_apps::AppView, api_apps::ServiceView, api_apps::InstallRequest, api_apps::UpdateRequest,
-        crate::storage::Disk, crate::storage::Volume, api_disks::VolumeRequest, api_disks::FormatRequest, api_disks::Mounted
+        crate::storage::Disk, crate::storage::Volume, api_disks::VolumeRequest, api_disks::FormatRequest, api_disks::Mounted,
+        crate::state::Share, crate::storage::shares::NewShare
     )),
     modifiers(&Security)
 )]

@@ -46,6 +46,8 @@ pub struct AppState {
     pub updates: crate::system::Updates,
     /// Attached disks.
     pub storage: crate::storage::Storage,
+    /// Shared folders (Samba).
+    pub shares: crate::storage::shares::Shares,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -71,6 +73,7 @@ pub struct Parts {
     pub power: crate::system::Power,
     pub updates: crate::system::Updates,
     pub storage: crate::storage::Storage,
+    pub shares: crate::storage::shares::Shares,
 }
 
 impl AppState {
@@ -94,6 +97,7 @@ impl AppState {
             power,
             updates,
             storage,
+            shares,
         } = parts;
         let hasher = PasswordHasher::default();
         Self {
@@ -114,6 +118,7 @@ impl AppState {
             power,
             updates,
             storage,
+            shares,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }

@@ -14,7 +14,7 @@ pub use layout::bare;
 pub use login_page::{login_form, login_submit, logout_submit};
 pub use sections::{backups, domain, not_found, power_submit, system};
 pub use setup_page::{setup_form, setup_submit};
-pub use storage_page::{storage, storage_action_submit, storage_format_submit};
+pub use storage_page::{share_submit, storage, storage_action_submit, storage_format_submit};
 pub use update_pages::{switch_back_submit, update_submit};
 
 use axum::http::{HeaderMap, StatusCode, header};

@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 use super::app_pages::csrf_field;
 use super::sections::section;
+use crate::state::Share;
 use crate::storage::Disk;
+use crate::storage::shares::NewShare;
 use crate::system::format_bytes;
 use crate::web::api_error::ApiError;
 use crate::web::session::PageSession;
@@ -32,6 +34,13 @@ async fn storage_page(
     outcome: Option<Outcome>,
 ) -> Response {
     let disks = state.storage.disks().await;
+    let shares = state.shares.list().await.unwrap_or_default();
+    let folders: Vec<String> = disks
+        .iter()
+        .flatten()
+        .flat_map(|d| &d.volumes)
+        .filter_map(|v| v.mounted_at.clone())
+        .collect();
     let body = html! {
         @match &outcome {
             Some(Outcome::Done(text)) => { p.notice role="status" { (text) } }
@@ -45,6 +54,7 @@ async fn storage_page(
             Ok(disks) => { @for d in disks { (disk_card(d, session)) } }
             Err(err) => { p.form-error role="alert" { "The disks cannot be read: " (err) } }
         }
+        (shares_section(&shares, &folders, session))
     };
     section(state, session, "/storage", "Storage", body).await
 }
@@ -104,6 +114,87 @@ fn disk_card(d: &Disk, session: &PageSession) -> Markup {
     }
 }
 
+fn shares_section(shares: &[Share], folders: &[String], session: &PageSession) -> Markup {
+    html! {
+        section #shares {
+            h2 { "Shared folders" }
+            @if shares.is_empty() { p.empty { "No folder is shared yet." } }
+            ul.shares {
+                @for s in shares {
+                    li {
+                        strong { (s.name) } " " code { (s.path) }
+                        @if s.read_only { " · read-only" }
+                        @if s.time_machine { " · Time Machine" }
+                        " · " (s.users.join(", "))
+                        form.inline method="post" action="/storage/shares" {
+                            (csrf_field(session))
+                            input type="hidden" name="name" value=(s.name);
+                            button name="action" value="remove" { "Stop sharing" }
+                        }
+                    }
+                }
+            }
+            @if folders.is_empty() {
+                p { "Mount a disk to share its folders." }
+            } @else {
+                form method="post" action="/storage/shares" {
+                    (csrf_field(session))
+                    label { "Name " input name="name" required maxlength="32"; }
+                    label { "Folder " input name="path" required list="disk-folders" value=(folders[0]); }
+                    datalist #disk-folders { @for f in folders { option value=(f) {} } }
+                    label { input type="checkbox" name="read_only" value="on"; " Read-only" }
+                    label { input type="checkbox" name="time_machine" value="on"; " Time Machine backups for Macs" }
+                    button name="action" value="add" { "Share" }
+                }
+            }
+        }
+    }
+}
+
+/// The share forms: add or remove.
+#[derive(Debug, Deserialize)]
+pub struct ShareForm {
+    csrf_token: String,
+    action: String,
+    name: String,
+    path: Option<String>,
+    read_only: Option<String>,
+    time_machine: Option<String>,
+}
+
+/// `POST /storage/shares`.
+pub async fn share_submit(
+    State(state): State<AppState>,
+    session: PageSession,
+    Form(form): Form<ShareForm>,
+) -> Response {
+    if !session.0.csrf_ok(Some(&form.csrf_token)) {
+        return ApiError::csrf("the form is stale; reload the page and try again").into_response();
+    }
+    let outcome = match form.action.as_str() {
+        "add" => {
+            let request = NewShare {
+                name: form.name,
+                path: form.path.unwrap_or_default(),
+                read_only: form.read_only.is_some(),
+                users: Vec::new(),
+                time_machine: form.time_machine.is_some(),
+                nfs: false,
+            };
+            match state.shares.add(request).await {
+                Ok(s) => Outcome::Done(format!("{} is shared as {}.", s.path, s.name)),
+                Err(err) => Outcome::Failed(err.to_string()),
+            }
+        }
+        "remove" => match state.shares.remove(&form.name).await {
+            Ok(s) => Outcome::Done(format!("{} is no longer shared; its files stay.", s.name)),
+            Err(err) => Outcome::Failed(err.to_string()),
+        },
+        other => Outcome::Failed(format!("unknown action {other:?}")),
+    };
+    storage_page(&state, &session, Some(outcome)).await
+}
+
 /// The mount and unmount buttons.
 #[derive(Debug, Deserialize)]
 pub struct DiskActionForm {
@@ -126,13 +217,22 @@ pub async fn storage_action_submit(
             Ok(at) => Outcome::Done(format!("Mounted at {}.", at.display())),
             Err(err) => Outcome::Failed(err.to_string()),
         },
-        "unmount" => match state.storage.unmount(&form.uuid, &[]).await {
+        "unmount" => match unmount(&state, &form.uuid).await {
             Ok(()) => Outcome::Done("Unmounted. The disk can be unplugged.".into()),
             Err(err) => Outcome::Failed(err.to_string()),
         },
         other => Outcome::Failed(format!("unknown action {other:?}")),
     };
     storage_page(&state, &session, Some(outcome)).await
+}
+
+async fn unmount(state: &AppState, uuid: &str) -> Result<(), String> {
+    let shares = state.shares.list().await.map_err(|e| e.to_string())?;
+    state
+        .storage
+        .unmount(uuid, &shares)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The format form.

@@ -1,0 +1,274 @@
+//! Shared folders: checked, stored, and handed to Samba (and, with `nfs`,
+//! to NFS later). A share is a folder on a mounted disk or in an app's data
+//! folder; nothing else of the device is ever shared.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use super::samba::{SambaError, SambaFiles};
+use crate::field_error::FieldError;
+use crate::state::{Share, StateDb, StateError};
+
+/// Names Samba keeps for itself.
+const RESERVED: [&str; 5] = ["global", "homes", "printers", "print$", "ipc$"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("a share called {0} exists; pick another name")]
+    Taken(String),
+    #[error("no share is called {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Samba(#[from] SambaError),
+    #[error(transparent)]
+    State(StateError),
+}
+
+impl From<StateError> for ShareError {
+    fn from(err: StateError) -> Self {
+        match err {
+            StateError::Taken(name) => Self::Taken(name),
+            other => Self::State(other),
+        }
+    }
+}
+
+/// A share as asked for.
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewShare {
+    #[schema(example = "Media")]
+    pub name: String,
+    /// A folder on an attached disk (`/data/disks/…`) or in an app's data
+    /// folder (`/data/apps/…`).
+    #[schema(example = "/data/disks/Media")]
+    pub path: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Who may open it; every user when left out.
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub time_machine: bool,
+    #[serde(default)]
+    pub nfs: bool,
+}
+
+/// The shares and their Samba files; one change at a time.
+#[derive(Debug, Clone)]
+pub struct Shares {
+    db: StateDb,
+    data_dir: Arc<PathBuf>,
+    samba: Arc<SambaFiles>,
+    busy: Arc<Mutex<()>>,
+}
+
+impl Shares {
+    pub fn new(db: StateDb, data_dir: &Path, samba: SambaFiles) -> Self {
+        Self {
+            db,
+            data_dir: Arc::new(data_dir.to_owned()),
+            samba: Arc::new(samba),
+            busy: Arc::new(Mutex::new(())),
+        }
+    }
+
+    pub async fn list(&self) -> Result<Vec<Share>, ShareError> {
+        Ok(self.db.shares().await?)
+    }
+
+    /// Writes Samba's files from the stored shares and users.
+    pub async fn sync(&self) -> Result<(), ShareError> {
+        let _busy = self.busy.lock().await;
+        self.apply().await
+    }
+
+    async fn apply(&self) -> Result<(), ShareError> {
+        let shares = self.db.shares().await?;
+        let users = self.db.users().await?;
+        self.samba.apply(&shares, &users).await?;
+        Ok(())
+    }
+
+    /// Checks and adds a share, then serves it; nothing is kept if Samba
+    /// refuses it.
+    pub async fn add(&self, request: NewShare) -> Result<Share, ShareError> {
+        let _busy = self.busy.lock().await;
+        let share = self.check(request).await?;
+        self.db.add_share(share.clone()).await?;
+        if let Err(err) = self.apply().await {
+            let _ = self.db.remove_share(share.name.clone()).await;
+            let _ = self.apply().await;
+            return Err(err);
+        }
+        tracing::info!(name = %share.name, path = %share.path, "share added");
+        Ok(share)
+    }
+
+    /// Stops sharing `name` (the folder and its files stay).
+    pub async fn remove(&self, name: &str) -> Result<Share, ShareError> {
+        let _busy = self.busy.lock().await;
+        let share = self
+            .db
+            .remove_share(name.to_owned())
+            .await?
+            .ok_or_else(|| ShareError::NotFound(name.to_owned()))?;
+        self.apply().await?;
+        tracing::info!(name = %share.name, "share removed");
+        Ok(share)
+    }
+
+    /// The shares whose folder is inside `dir` (a disk about to be unmounted).
+    pub async fn inside(&self, dir: &Path) -> Result<Vec<Share>, ShareError> {
+        Ok(self
+            .db
+            .shares()
+            .await?
+            .into_iter()
+            .filter(|s| Path::new(&s.path).starts_with(dir))
+            .collect())
+    }
+
+    async fn check(&self, r: NewShare) -> Result<Share, ShareError> {
+        let name = r.name.trim().to_owned();
+        check_name(&name)?;
+        let path = self.check_path(&r.path)?;
+        let known: Vec<String> = self.db.users().await?.into_iter().map(|u| u.name).collect();
+        let users = if r.users.is_empty() {
+            known.clone()
+        } else {
+            r.users
+        };
+        if let Some(unknown) = users.iter().find(|u| !known.contains(u)) {
+            return Err(FieldError::new(
+                "users",
+                format!(
+                    "there is no user {unknown:?}; the users are: {}",
+                    known.join(", ")
+                ),
+            )
+            .into());
+        }
+        if users.is_empty() {
+            return Err(
+                FieldError::new("users", "there are no users yet; finish the setup first").into(),
+            );
+        }
+        if r.time_machine && r.read_only {
+            return Err(FieldError::new(
+                "time_machine",
+                "Time Machine writes its backups: a Time Machine share cannot be read-only",
+            )
+            .into());
+        }
+        Ok(Share {
+            name,
+            path: path.display().to_string(),
+            read_only: r.read_only,
+            users,
+            time_machine: r.time_machine,
+            nfs: r.nfs,
+        })
+    }
+
+    /// The folder, resolved (no `..` or link leads out), inside a mounted
+    /// disk's folder or an app's data folder.
+    fn check_path(&self, path: &str) -> Result<PathBuf, FieldError> {
+        let disks = self.data_dir.join("disks");
+        let apps = self.data_dir.join("apps");
+        let allowed = || {
+            format!(
+                "share a folder on an attached disk ({}/…) or in an app's data folder ({}/…)",
+                disks.display(),
+                apps.display()
+            )
+        };
+        let resolved = std::fs::canonicalize(path)
+            .map_err(|e| FieldError::new("path", format!("{path}: {e}; {}", allowed())))?;
+        if !resolved.is_dir() {
+            return Err(FieldError::new("path", format!("{path} is not a folder")));
+        }
+        let under = |root: &Path| {
+            std::fs::canonicalize(root)
+                .ok()
+                .and_then(|root| resolved.strip_prefix(&root).ok().map(Path::to_owned))
+        };
+        if let Some(rest) = under(&disks) {
+            // Only a mounted disk: an empty folder under disks/ is the
+            // device's own disk.
+            let top = rest.components().next().map(|c| disks.join(c.as_os_str()));
+            let mounted = top.is_some_and(|t| is_mount_point(&t));
+            if !mounted {
+                return Err(FieldError::new(
+                    "path",
+                    format!("{path} is not on a mounted disk; mount the disk first"),
+                ));
+            }
+            return Ok(resolved);
+        }
+        if under(&apps).is_some_and(|rest| rest.components().count() >= 1) {
+            return Ok(resolved);
+        }
+        Err(FieldError::new(
+            "path",
+            format!("{path} cannot be shared; {}", allowed()),
+        ))
+    }
+}
+
+fn check_name(name: &str) -> Result<(), FieldError> {
+    let ok = (1..=32).contains(&name.chars().count())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.'))
+        && !name.starts_with(['.', ' '])
+        && !name.ends_with(' ');
+    if !ok {
+        return Err(FieldError::new(
+            "name",
+            "use 1 to 32 letters, digits, spaces, '-', '_' or '.', not starting with '.' or a space",
+        ));
+    }
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        return Err(FieldError::new(
+            "name",
+            format!("{name} is a name Samba keeps for itself; pick another"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_mount_point(dir: &Path) -> bool {
+    super::block_devices::mount_points()
+        .iter()
+        .any(|p| Path::new(p) == dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn share_names_samba_accepts() {
+        for good in ["Media", "Time Machine", "photos_2024", "a.b-c"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            ".hidden",
+            " x",
+            "x ",
+            "a/b",
+            "a:b",
+            "homes",
+            "IPC$",
+            &"x".repeat(33),
+        ] {
+            assert_eq!(check_name(bad).map_err(|e| e.field), Err("name"), "{bad}");
+        }
+    }
+}
