@@ -364,10 +364,12 @@ fn start_share_sync(state: &AppState) {
     let shares = state.shares.clone();
     let changed = state.db.accounts_changed();
     tokio::spawn(async move {
+        let mut first = true;
         loop {
-            if let Err(err) = shares.sync().await {
+            if let Err(err) = shares.sync(first).await {
                 tracing::error!(%err, "Samba's files could not be written");
             }
+            first = false;
             changed.notified().await;
         }
     });

@@ -127,6 +127,8 @@ const APPLIANCE_PACKAGES: &[&str] = &[
     // Shares (issue 7) and remote access (issue 9); their services stay
     // off until the owner makes a share or a tunnel.
     "samba",
+    // The Unix accounts of Samba's users, which ddaemon writes itself.
+    "libnss-extrausers",
     "nfs-kernel-server",
     "wireguard-tools",
 ];
@@ -153,6 +155,13 @@ const PATH_EXCLUDES: &[&str] = &[
     "path-exclude=/usr/lib/modules/*/kernel/sound/*",
     "path-exclude=/usr/lib/modules/*/kernel/drivers/media/*",
 ];
+
+/// The device's smb.conf: everything comes from ddaemon's include file.
+const SMB_CONF: &str = "# Written by the image; ddaemon writes the included file.
+[global]
+   server string = ddaemon
+   include = /data/ddaemon/samba/ddaemon.conf
+";
 
 /// The systemd unit of the supervisor. KillMode=process: a restart of the
 /// supervisor must not take the containers' shims with it.
@@ -634,6 +643,25 @@ impl BuildOptions {
         Ok(full)
     }
 
+    /// Users and groups also come from libnss-extrausers' files, where
+    /// ddaemon keeps the Unix accounts of its Samba users.
+    fn with_extrausers(&self) -> Result<(), BuildError> {
+        let path = self.in_root("/etc/nsswitch.conf")?;
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let changed: String = text
+            .lines()
+            .map(|l| {
+                let database = l.split(':').next().unwrap_or_default().trim();
+                if ["passwd", "group", "shadow"].contains(&database) && !l.contains("extrausers") {
+                    format!("{l} extrausers\n")
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        self.write("/etc/nsswitch.conf", &changed)
+    }
+
     /// Replaces a file (a new inode: a bundle's tree shares its files
     /// with the build's by hard links).
     fn write(&self, path: &str, text: &str) -> Result<(), BuildError> {
@@ -673,6 +701,9 @@ impl BuildOptions {
             "[Resolve]\nMulticastDNS=no\nLLMNR=no\n",
         )?;
         self.write("/etc/hostname", "ddaemon\n")?;
+        // smbd serves what ddaemon writes: its globals, shares and users.
+        self.write("/etc/samba/smb.conf", SMB_CONF)?;
+        self.with_extrausers()?;
         self.write("/usr/share/ddaemon/board", &format!("{}\n", self.board.id))?;
         // The supervisor reads the reset button and status LED from it.
         let board_toml = toml::to_string(&self.board)

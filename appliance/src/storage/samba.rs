@@ -68,8 +68,15 @@ impl SambaFiles {
         self.dir.join("ddaemon.conf")
     }
 
-    /// Writes every file for `shares` and `users` and reloads smbd.
-    pub async fn apply(&self, shares: &[Share], users: &[UserRecord]) -> Result<(), SambaError> {
+    /// Writes every file for `shares` and `users` and reloads smbd if its
+    /// configuration changed, or anyway with `force` (at start: smbd is
+    /// off at boot until there is something to share).
+    pub async fn apply(
+        &self,
+        shares: &[Share],
+        users: &[UserRecord],
+        force: bool,
+    ) -> Result<(), SambaError> {
         std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
         std::fs::create_dir_all(&self.unix_users).map_err(io(&self.unix_users))?;
         let owners = folder_owners(shares);
@@ -85,29 +92,43 @@ impl SambaFiles {
         let path = self.config_path();
         let previous = std::fs::read_to_string(&path).ok();
         if previous.as_deref() == Some(config.as_str()) {
-            return Ok(());
+            return if force {
+                self.reload(shares.is_empty())
+                    .await
+                    .map_err(SambaError::Reload)
+            } else {
+                Ok(())
+            };
         }
         check(&self.dir, &config).await?;
         write_atomic(&path, config.as_bytes()).map_err(io(&path))?;
-        if let Err(err) = self.reload().await {
+        if let Err(err) = self.reload(shares.is_empty()).await {
             match previous {
                 Some(text) => write_atomic(&path, text.as_bytes()).map_err(io(&path))?,
                 None => {
                     let _ = std::fs::remove_file(&path);
                 }
             }
-            let _ = self.reload().await;
+            let _ = self.reload(shares.is_empty()).await;
             return Err(SambaError::Reload(err));
         }
         Ok(())
     }
 
-    async fn reload(&self) -> Result<(), String> {
+    /// With nothing shared, the device's smbd is stopped instead.
+    async fn reload(&self, nothing_shared: bool) -> Result<(), String> {
         match &self.reload {
             Reload::None => Ok(()),
             Reload::Systemd => run(
                 "systemctl",
-                &["reload-or-restart", "smbd.service"],
+                &[
+                    if nothing_shared {
+                        "stop"
+                    } else {
+                        "reload-or-restart"
+                    },
+                    "smbd.service",
+                ],
                 None,
                 Duration::from_secs(60),
             )

@@ -81,16 +81,18 @@ impl Shares {
         Ok(self.db.shares().await?)
     }
 
-    /// Writes Samba's files from the stored shares and users.
-    pub async fn sync(&self) -> Result<(), ShareError> {
+    /// Writes Samba's files from the stored shares and users; with
+    /// `force`, smbd is reloaded (or started, or stopped) even if they did
+    /// not change.
+    pub async fn sync(&self, force: bool) -> Result<(), ShareError> {
         let _busy = self.busy.lock().await;
-        self.apply().await
+        self.apply(force).await
     }
 
-    async fn apply(&self) -> Result<(), ShareError> {
+    async fn apply(&self, force: bool) -> Result<(), ShareError> {
         let shares = self.db.shares().await?;
         let users = self.db.users().await?;
-        self.samba.apply(&shares, &users).await?;
+        self.samba.apply(&shares, &users, force).await?;
         Ok(())
     }
 
@@ -100,9 +102,9 @@ impl Shares {
         let _busy = self.busy.lock().await;
         let share = self.check(request).await?;
         self.db.add_share(share.clone()).await?;
-        if let Err(err) = self.apply().await {
+        if let Err(err) = self.apply(false).await {
             let _ = self.db.remove_share(share.name.clone()).await;
-            let _ = self.apply().await;
+            let _ = self.apply(false).await;
             return Err(err);
         }
         tracing::info!(name = %share.name, path = %share.path, "share added");
@@ -117,7 +119,7 @@ impl Shares {
             .remove_share(name.to_owned())
             .await?
             .ok_or_else(|| ShareError::NotFound(name.to_owned()))?;
-        self.apply().await?;
+        self.apply(false).await?;
         tracing::info!(name = %share.name, "share removed");
         Ok(share)
     }
