@@ -38,23 +38,28 @@ pub struct SessionRecord {
     pub expires_at: i64,
 }
 
+/// The columns [`user_row`] reads, in its order.
+const USER_COLUMNS: &str = "id, name, password_hash, role, nt_hash";
+
+fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        password_hash: row.get(2)?,
+        role: row.get(3)?,
+        nt_hash: row.get(4)?,
+    })
+}
+
 impl StateDb {
     /// Looks a user up by name.
     pub async fn user_by_name(&self, name: String) -> Result<Option<UserRecord>, StateError> {
         let db = self.clone();
         self.call(move |conn| {
             conn.query_row(
-                "SELECT id, name, password_hash, role, nt_hash FROM users WHERE name = ?1",
+                &format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?1"),
                 [&name],
-                |row| {
-                    Ok(UserRecord {
-                        id: row.get(0)?,
-                        name: row.get(1)?,
-                        password_hash: row.get(2)?,
-                        role: row.get(3)?,
-                        nt_hash: row.get(4)?,
-                    })
-                },
+                user_row,
             )
             .optional()
             .map_err(|e| db.sqlite_error(e))
@@ -67,18 +72,10 @@ impl StateDb {
         let db = self.clone();
         self.call(move |conn| {
             let mut stmt = conn
-                .prepare("SELECT id, name, password_hash, role, nt_hash FROM users ORDER BY name")
+                .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY name"))
                 .map_err(|e| db.sqlite_error(e))?;
             let rows = stmt
-                .query_map([], |row| {
-                    Ok(UserRecord {
-                        id: row.get(0)?,
-                        name: row.get(1)?,
-                        password_hash: row.get(2)?,
-                        role: row.get(3)?,
-                        nt_hash: row.get(4)?,
-                    })
-                })
+                .query_map([], user_row)
                 .map_err(|e| db.sqlite_error(e))?;
             rows.collect::<Result<Vec<_>, _>>()
                 .map_err(|e| db.sqlite_error(e))
