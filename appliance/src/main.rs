@@ -455,6 +455,9 @@ async fn share(client: &ApiClient, action: ShareAction) -> anyhow::Result<()> {
             users,
             time_machine,
         } => {
+            // The supervisor resolves paths from its own folder, not ours.
+            let path = std::path::absolute(&path)
+                .with_context(|| format!("{} cannot be resolved", path.display()))?;
             let request = serde_json::json!({
                 "name": name, "path": path, "read_only": read_only,
                 "users": users, "time_machine": time_machine,

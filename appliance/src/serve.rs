@@ -359,10 +359,12 @@ fn remove_socket(path: &Path) {
     }
 }
 
-/// Writes Samba's files now and whenever users or passwords change.
+/// Writes Samba's files now and whenever users, passwords or mounted
+/// disks change.
 fn start_share_sync(state: &AppState) {
     let shares = state.shares.clone();
-    let changed = state.db.accounts_changed();
+    let accounts = state.db.accounts_changed();
+    let disks = state.storage.changed();
     tokio::spawn(async move {
         let mut first = true;
         loop {
@@ -370,7 +372,10 @@ fn start_share_sync(state: &AppState) {
                 tracing::error!(%err, "Samba's files could not be written");
             }
             first = false;
-            changed.notified().await;
+            tokio::select! {
+                () = accounts.notified() => {}
+                () = disks.notified() => {}
+            }
         }
     });
 }

@@ -407,18 +407,25 @@ async fn disks_are_listed_mounted_refused_while_in_use_remembered_and_formatted_
     }
 }
 
-/// An ext4 disk made and mounted through the API, for a test that needs
-/// one mounted disk; returns the disk and its folder.
-async fn mounted_ext4_disk(
+/// A disk formatted and mounted through the API, as an owner gets a fresh
+/// one ready; returns the disk and its folder.
+async fn formatted_disk(
     d: &Daemon,
     s: &Session,
     work: &Path,
+    udev: &Path,
     label: &str,
 ) -> (LoopDisk, PathBuf) {
     let disk = LoopDisk::new(work, &label.to_lowercase(), 64);
-    sh("mkfs.ext4", &["-q", "-F", "-L", label, &disk.dev]);
-    let uuid = sh("blkid", &["-p", "-o", "value", "-s", "UUID", &disk.dev]);
-    let r = post(d, s, "/api/v1/disks/mount", json!({ "uuid": uuid })).await;
+    let serial = format!("SERIAL-{label}");
+    disk.describe_to_udev(udev, "Fresh_Disk", &serial);
+    let r = post(
+        d,
+        s,
+        "/api/v1/disks/format",
+        json!({ "disk": disk.name(), "serial": serial, "label": label }),
+    )
+    .await;
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     (disk, d.data().join("disks").join(label))
 }
@@ -562,6 +569,8 @@ fn smbclient(lan: &str, args: &[&str]) -> (bool, String) {
 async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
     let work = tempfile::tempdir().expect("tempdir");
     let unix_users = work.path().join("extrausers");
+    let udev = work.path().join("udev");
+    std::fs::create_dir_all(&udev).expect("udev dir");
     let net = common::test_net::TestNet::new();
     let pid_link = work.path().join("smbd.pid");
     let mut d = Daemon::start_with(
@@ -571,13 +580,17 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
             unix_users.display().to_string(),
             "--smbd-pid-file".into(),
             pid_link.display().to_string(),
+            "--udev-data".into(),
+            udev.display().to_string(),
         ],
     )
     .await;
     let _sweeper = MountSweeper(d.data().join("disks"));
     let s = d.set_up().await;
-    let (_disk, media) = mounted_ext4_disk(&d, &s, work.path(), "Media").await;
+    let (disk, media) = formatted_disk(&d, &s, work.path(), &udev, "Media").await;
     std::fs::create_dir(media.join("Films")).expect("mkdir");
+    std::fs::create_dir(media.join("100%")).expect("mkdir");
+    std::fs::create_dir(media.join("Swap")).expect("mkdir");
     std::fs::write(media.join("Films/old.txt"), b"an old film").expect("write");
 
     // Shares from the CLI and the API.
@@ -614,6 +627,18 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
             json!({ "name": "TM", "path": media, "read_only": true, "time_machine": true }),
             400,
             "time_machine",
+        ),
+        // The system's (root's) folder, read-write: nothing could be written.
+        (
+            json!({ "name": "FilmsRW", "path": media.join("Films") }),
+            400,
+            "read_only",
+        ),
+        // A name smb.conf would read as a substitution.
+        (
+            json!({ "name": "Pct", "path": media.join("100%"), "read_only": true }),
+            400,
+            "path",
         ),
     ] {
         let r = post(&d, &s, "/api/v1/shares", body.clone()).await;
@@ -712,7 +737,17 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
     assert!(!ok && out.contains("NT_STATUS_LOGON_FAILURE"), "{out}");
 
     // The disk cannot be unmounted while shared, and the refusal says why.
-    let uuid = sh("blkid", &["-p", "-o", "value", "-s", "UUID", &_disk.dev]);
+    let uuid = sh(
+        "blkid",
+        &[
+            "-p",
+            "-o",
+            "value",
+            "-s",
+            "UUID",
+            &format!("{}p1", disk.dev),
+        ],
+    );
     let r = post(&d, &s, "/api/v1/disks/unmount", json!({ "uuid": uuid })).await;
     let (status, _, _, message) = error_of(r).await;
     assert_eq!(status, 409, "{message}");
@@ -735,8 +770,29 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("Media") && !text.contains("Films"), "{text}");
 
+    // A shared folder replaced by a link to the system's root is not
+    // served again: the next supervisor checks every share anew.
+    let r = post(
+        &d,
+        &s,
+        "/api/v1/shares",
+        json!({ "name": "Swap", "path": media.join("Swap"), "read_only": true }),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    std::fs::remove_dir(media.join("Swap")).expect("rmdir");
+    std::os::unix::fs::symlink("/", media.join("Swap")).expect("symlink");
     // A restarted supervisor keeps serving the same shares.
     d.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (ok, out) = smbclient(&net.lan, &["-L", "//192.168.77.1", "-U", &login]);
+        if ok && !out.contains("Swap") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Swap is still offered: {out}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let (ok, out) = smbclient(
         &net.lan,
         &["//192.168.77.1/Media", "-U", &login, "-c", "ls"],

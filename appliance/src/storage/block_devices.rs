@@ -204,9 +204,11 @@ fn volume(sources: &Sources, e: &BlockEntry, mounts: &[Mount]) -> Volume {
             .filter(|v| !v.is_empty())
             .cloned()
     };
+    // btrfs and FUSE mounts carry an anonymous device number: their
+    // source names the device instead.
     let mounted_at = mounts
         .iter()
-        .find(|m| m.device == e.dev)
+        .find(|m| m.device == e.dev || Path::new(&m.source) == path)
         .map(|m| m.point.clone());
     let free_bytes = mounted_at.as_ref().and_then(|p| {
         nix::sys::statvfs::statvfs(Path::new(p))
@@ -278,54 +280,71 @@ fn read_trimmed(path: &Path) -> Option<String> {
 }
 
 /// One line of mountinfo, the fields used here.
-#[derive(Debug, Clone)]
-struct Mount {
-    /// `major:minor` of the mounted device.
-    device: String,
-    point: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// `major:minor` of the mounted filesystem: the block device's, except
+    /// for filesystems with an anonymous one (btrfs, FUSE).
+    pub device: String,
+    pub point: String,
+    /// What was mounted (`/dev/sdb1`), as the mount was asked for.
+    pub source: String,
+}
+
+/// The mounts of this process's namespace (`/proc/self/mountinfo`).
+pub fn mounts() -> Vec<Mount> {
+    read_mounts(Path::new("/proc/self/mountinfo"))
 }
 
 /// Where filesystems are mounted now.
 pub fn mount_points() -> Vec<String> {
-    read_mounts(Path::new("/proc/self/mountinfo"))
-        .into_iter()
-        .map(|m| m.point)
-        .collect()
+    mounts().into_iter().map(|m| m.point).collect()
 }
 
 fn read_mounts(mountinfo: &Path) -> Vec<Mount> {
-    // Fields: id parent major:minor root mount-point …
+    // Fields: id parent major:minor root mount-point options [optional…]
+    // - fstype source super-options
     std::fs::read_to_string(mountinfo)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| {
-            let mut fields = l.split_whitespace();
+            let (head, tail) = l.split_once(" - ")?;
+            let mut fields = head.split_whitespace();
             let device = fields.nth(2)?.to_owned();
             let point = unescape_octal(fields.nth(1)?);
-            Some(Mount { device, point })
+            let source = unescape_octal(tail.split_whitespace().nth(1).unwrap_or_default());
+            Some(Mount {
+                device,
+                point,
+                source,
+            })
         })
         .collect()
 }
 
-/// mountinfo writes a space in a path as `\040`.
+/// mountinfo writes a space in a path as `\040` (three octal digits).
 fn unescape_octal(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let value =
-                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(value);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        let escaped = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)))
+            .and_then(|d| {
+                let value = u32::from(d[0] - b'0') * 64
+                    + u32::from(d[1] - b'0') * 8
+                    + u32::from(d[2] - b'0');
+                u8::try_from(value).ok()
+            });
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
         }
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -415,5 +434,7 @@ mod tests {
     fn mountinfo_escapes_are_undone() {
         assert_eq!(unescape_octal("/a\\040b\\011c"), "/a b\tc");
         assert_eq!(unescape_octal("/plain\\"), "/plain\\");
+        assert_eq!(unescape_octal("/end\\040"), "/end ");
+        assert_eq!(unescape_octal("/big\\477"), "/big\\477");
     }
 }

@@ -51,6 +51,9 @@ pub fn watch(fd: OwnedFd, mut on_change: impl FnMut()) {
                 on_change();
             }
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            // Events were lost (the queue overflowed while this slept; every
+            // subsystem's events come here): look again, and go on.
+            Err(nix::errno::Errno::ENOBUFS) => on_change(),
             Err(err) => {
                 tracing::warn!(%err, "disk hotplug events stopped");
                 return;

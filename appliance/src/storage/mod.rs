@@ -19,6 +19,12 @@ pub use block_devices::{Disk, Sources, Volume, list_disks};
 
 use crate::state::{RememberedDisk, Share, StateDb, StateError};
 
+/// The Unix account files written through shares belong to (unless the
+/// shared folder has another owner): the root folder of a disk formatted
+/// here and every file of a FAT-like disk are its.
+pub const SHARE_UID: u32 = 1999;
+pub const SHARE_ACCOUNT: &str = "ddaemon-share";
+
 /// Filesystems mounted here; others are listed but not offered.
 pub const MOUNTABLE: [&str; 7] = ["ext4", "btrfs", "xfs", "exfat", "vfat", "ntfs", "ntfs3"];
 
@@ -31,8 +37,10 @@ pub enum StorageError {
     NoSuchDisk(String),
     #[error("{0} cannot be mounted here; ddaemon mounts ext4, btrfs, xfs, exfat, vfat and NTFS")]
     Unsupported(String),
-    #[error("{0} is not mounted")]
-    NotMounted(String),
+    #[error(
+        "{devices} carry the same filesystem UUID {uuid}, so neither can be told from the other; unplug one"
+    )]
+    SameUuid { uuid: String, devices: String },
     #[error("{what} is in use by {users}; stop them first")]
     InUse { what: String, users: String },
     #[error("{disk} has a mounted filesystem ({folder}); unmount it first")]
@@ -84,6 +92,8 @@ pub struct Storage {
     disks_dir: Arc<PathBuf>,
     db: StateDb,
     busy: Arc<Mutex<()>>,
+    /// Woken after a mount or unmount (the shares follow the disks).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 const MOUNT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -96,7 +106,13 @@ impl Storage {
             disks_dir: Arc::new(data_dir.join("disks")),
             db,
             busy: Arc::new(Mutex::new(())),
+            changed: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Notified after a disk was mounted or unmounted.
+    pub fn changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.changed)
     }
 
     /// The folder disks are mounted in.
@@ -116,19 +132,33 @@ impl Storage {
             .map_err(io(Path::new("/sys/class/block")))
     }
 
+    /// The one volume with this UUID. Two (a cloned disk, two FAT sticks
+    /// whose short UUIDs collide) are refused: either could be the other.
     async fn find_volume(&self, uuid: &str) -> Result<(Disk, Volume), StorageError> {
-        self.disks()
+        let mut found: Vec<(Disk, Volume)> = self
+            .disks()
             .await?
             .into_iter()
-            .find_map(|d| {
-                let v = d
-                    .volumes
+            .flat_map(|d| {
+                d.volumes
                     .iter()
-                    .find(|v| v.uuid.as_deref() == Some(uuid))?
-                    .clone();
-                Some((d, v))
+                    .filter(|v| v.uuid.as_deref() == Some(uuid))
+                    .map(|v| (d.clone(), v.clone()))
+                    .collect::<Vec<_>>()
             })
-            .ok_or_else(|| StorageError::NoSuchVolume(uuid.to_owned()))
+            .collect();
+        match found.len() {
+            0 => Err(StorageError::NoSuchVolume(uuid.to_owned())),
+            1 => Ok(found.remove(0)),
+            _ => Err(StorageError::SameUuid {
+                uuid: uuid.to_owned(),
+                devices: found
+                    .iter()
+                    .map(|(_, v)| v.path.clone())
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+            }),
+        }
     }
 
     /// Mounts the filesystem `uuid` under `/data/disks/<label>` and
@@ -162,6 +192,7 @@ impl Storage {
             })
             .await?;
         tracing::info!(uuid, device = %volume.path, folder = %target.display(), "disk mounted");
+        self.changed.notify_one();
         Ok(target)
     }
 
@@ -170,10 +201,17 @@ impl Storage {
     /// in it.
     pub async fn unmount(&self, uuid: &str, shares: &[Share]) -> Result<(), StorageError> {
         let _busy = self.busy.lock().await;
-        let (_, volume) = self.find_volume(uuid).await?;
+        // A remembered disk that is not attached, or not mounted, is just
+        // forgotten: its folder name is free again.
+        let volume = match self.find_volume(uuid).await {
+            Err(StorageError::NoSuchVolume(_)) if self.db.forget_disk(uuid.to_owned()).await? => {
+                return Ok(());
+            }
+            other => other?.1,
+        };
         let Some(at) = volume.mounted_at.clone() else {
             self.db.forget_disk(uuid.to_owned()).await?;
-            return Err(StorageError::NotMounted(volume.path));
+            return Ok(());
         };
         let at = PathBuf::from(at);
         let mut users: Vec<String> = shares
@@ -195,6 +233,7 @@ impl Storage {
         let _ = std::fs::remove_dir(&at);
         self.db.forget_disk(uuid.to_owned()).await?;
         tracing::info!(uuid, folder = %at.display(), "disk unmounted");
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -226,6 +265,24 @@ impl Storage {
     /// `label`, then mounts it. `serial` must be the disk's serial number:
     /// the owner's confirmation that this is the disk to erase.
     pub async fn format(
+        &self,
+        name: &str,
+        serial: &str,
+        label: &str,
+    ) -> Result<PathBuf, StorageError> {
+        // A task of its own: a client that goes away (a closed page, the
+        // CLI's Ctrl-C) must not stop it half-way through.
+        let me = self.clone();
+        let (name, serial, label) = (name.to_owned(), serial.to_owned(), label.to_owned());
+        tokio::spawn(async move { me.format_now(&name, &serial, &label).await })
+            .await
+            .map_err(|e| StorageError::Io {
+                path: PathBuf::from("/dev"),
+                source: std::io::Error::other(e),
+            })?
+    }
+
+    async fn format_now(
         &self,
         name: &str,
         serial: &str,
@@ -274,7 +331,14 @@ impl Storage {
             let _ = run("partx", &["--update", &disk.path], None, MOUNT_TIMEOUT).await;
             let part = partition_path(&disk.path, 1);
             wait_for_node(&part).await?;
-            run("mkfs.ext4", &["-F", "-q", "-L", label, &part], None, t).await?;
+            let owner = format!("root_owner={SHARE_UID}:{SHARE_UID}");
+            run(
+                "mkfs.ext4",
+                &["-F", "-q", "-L", label, "-E", &owner, &part],
+                None,
+                t,
+            )
+            .await?;
             let probed = run(
                 "blkid",
                 &["-p", "-o", "value", "-s", "UUID", &part],
@@ -282,7 +346,14 @@ impl Storage {
                 MOUNT_TIMEOUT,
             )
             .await?;
-            probed.trim().to_owned()
+            let uuid = probed.trim().to_owned();
+            if uuid.is_empty() {
+                return Err(StorageError::Io {
+                    path: PathBuf::from(part),
+                    source: std::io::Error::other("the new filesystem has no UUID; format again"),
+                });
+            }
+            uuid
         };
         self.mount(&uuid).await
     }
@@ -354,8 +425,9 @@ async fn mount_volume(volume: &Volume, fs: &str, target: &Path) -> Result<(), St
     std::fs::create_dir_all(target).map_err(io(target))?;
     // No set-uid programs or device nodes from a disk someone plugged in;
     // FAT-like filesystems have no owners, so files are the owner's group's.
+    let fat_like = format!("nosuid,nodev,noexec,uid={SHARE_UID},gid={SHARE_UID},umask=0002");
     let options = match fs {
-        "vfat" | "exfat" | "ntfs" | "ntfs3" => "nosuid,nodev,noexec,umask=0002",
+        "vfat" | "exfat" | "ntfs" | "ntfs3" => fat_like.as_str(),
         _ => "nosuid,nodev",
     };
     let fs_type = if fs == "ntfs" { "ntfs3" } else { fs };

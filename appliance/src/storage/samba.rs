@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ddaemon_runtime::command::{CommandError, run};
-use ddaemon_runtime::fs_atomic::write_atomic;
+use ddaemon_runtime::fs_atomic::{write_atomic, write_atomic_mode};
 
 use crate::state::{Share, UserRecord};
 
@@ -81,12 +81,14 @@ impl SambaFiles {
         std::fs::create_dir_all(&self.unix_users).map_err(io(&self.unix_users))?;
         let owners = folder_owners(shares);
         let (passwd, group) = unix_accounts(users, &owners);
-        write_atomic(&self.unix_users.join("passwd"), passwd.as_bytes())
+        // Account names are public (every program looks them up); the
+        // NT hashes are password equivalents, for root only.
+        write_atomic_mode(&self.unix_users.join("passwd"), passwd.as_bytes(), 0o644)
             .map_err(io(&self.unix_users))?;
-        write_atomic(&self.unix_users.join("group"), group.as_bytes())
+        write_atomic_mode(&self.unix_users.join("group"), group.as_bytes(), 0o644)
             .map_err(io(&self.unix_users))?;
         let smbpasswd = self.dir.join("smbpasswd");
-        write_private(&smbpasswd, smbpasswd_file(users).as_bytes())?;
+        write_atomic(&smbpasswd, smbpasswd_file(users).as_bytes()).map_err(io(&smbpasswd))?;
 
         let config = config_text(&smbpasswd, shares, &owners);
         let path = self.config_path();
@@ -101,10 +103,12 @@ impl SambaFiles {
             };
         }
         check(&self.dir, &config).await?;
-        write_atomic(&path, config.as_bytes()).map_err(io(&path))?;
+        write_atomic_mode(&path, config.as_bytes(), 0o644).map_err(io(&path))?;
         if let Err(err) = self.reload(shares.is_empty()).await {
             match previous {
-                Some(text) => write_atomic(&path, text.as_bytes()).map_err(io(&path))?,
+                Some(text) => {
+                    write_atomic_mode(&path, text.as_bytes(), 0o644).map_err(io(&path))?
+                }
                 None => {
                     let _ = std::fs::remove_file(&path);
                 }
@@ -153,25 +157,6 @@ impl SambaFiles {
     }
 }
 
-/// The file holds password equivalents: owner-only from the start.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SambaError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::PermissionsExt as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .permissions(std::fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(io(dir))?;
-    tmp.write_all(bytes).map_err(io(path))?;
-    tmp.as_file().sync_all().map_err(io(path))?;
-    tmp.persist(path).map_err(|e| SambaError::Io {
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    ddaemon_runtime::fs_atomic::sync_dir(dir).map_err(io(dir))
-}
-
 /// `testparm` on the new configuration alone, before it is installed.
 async fn check(dir: &Path, config: &str) -> Result<(), SambaError> {
     let candidate = dir.join("ddaemon.conf.check");
@@ -209,20 +194,26 @@ fn folder_owners(shares: &[Share]) -> BTreeMap<String, (u32, u32)> {
         .collect()
 }
 
-/// The Unix account name Samba acts as for files owned by `uid`.
+/// The Unix account name Samba acts as for files owned by `uid`. Never
+/// root: a folder of the system's is served as the share account, which
+/// may read what everyone may.
 fn owner_name(uid: u32) -> String {
-    if uid == 0 {
-        "root".to_owned()
+    if uid == 0 || uid == super::SHARE_UID {
+        super::SHARE_ACCOUNT.to_owned()
     } else {
         format!("ddaemon-owner-{uid}")
     }
 }
 
-/// extrausers' passwd and group: one account per ddaemon user, and one
-/// per owner of a shared folder (but root, which every system has).
+/// extrausers' passwd and group: the share account, one account per
+/// ddaemon user, and one per other owner of a shared folder.
 fn unix_accounts(users: &[UserRecord], owners: &BTreeMap<String, (u32, u32)>) -> (String, String) {
-    let mut passwd = String::new();
-    let mut group = String::new();
+    let share = super::SHARE_UID;
+    let mut passwd = format!(
+        "{}:x:{share}:{share}:files written through shares:/nonexistent:/usr/sbin/nologin\n",
+        super::SHARE_ACCOUNT
+    );
+    let mut group = format!("{}:x:{share}:\n", super::SHARE_ACCOUNT);
     for u in users {
         let id = USER_ID_BASE + u32::try_from(u.id).unwrap_or(0);
         let _ = writeln!(
@@ -234,7 +225,7 @@ fn unix_accounts(users: &[UserRecord], owners: &BTreeMap<String, (u32, u32)>) ->
     }
     let mut seen = std::collections::BTreeSet::new();
     for (uid, gid) in owners.values() {
-        if *uid == 0 || !seen.insert(*uid) {
+        if *uid == 0 || *uid == share || !seen.insert(*uid) {
             continue;
         }
         let _ = writeln!(

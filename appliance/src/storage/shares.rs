@@ -89,11 +89,42 @@ impl Shares {
         self.apply(force).await
     }
 
+    /// Samba gets only the shares that still pass the checks: a disk that
+    /// is not mounted (its empty folder is on the system's disk) or a
+    /// folder replaced by a link elsewhere is left out until it is right.
     async fn apply(&self, force: bool) -> Result<(), ShareError> {
-        let shares = self.db.shares().await?;
+        let servable: Vec<Share> = self
+            .db
+            .shares()
+            .await?
+            .into_iter()
+            .filter(|s| match self.check_path(&s.path) {
+                Ok(resolved) if resolved == Path::new(&s.path) => true,
+                Ok(resolved) => {
+                    tracing::warn!(share = %s.name, path = %s.path, now = %resolved.display(), "a shared folder now leads elsewhere: not served");
+                    false
+                }
+                Err(err) => {
+                    tracing::warn!(share = %s.name, %err, "a shared folder is not there: not served");
+                    false
+                }
+            })
+            .collect();
         let users = self.db.users().await?;
-        self.samba.apply(&shares, &users, force).await?;
+        self.samba.apply(&servable, &users, force).await?;
         Ok(())
+    }
+
+    /// Unmounts a disk unless a share uses it; the shares cannot change
+    /// meanwhile.
+    pub async fn unmount_disk(
+        &self,
+        storage: &super::Storage,
+        uuid: &str,
+    ) -> Result<(), super::StorageError> {
+        let _busy = self.busy.lock().await;
+        let shares = self.db.shares().await?;
+        storage.unmount(uuid, &shares).await
     }
 
     /// Checks and adds a share, then serves it; nothing is kept if Samba
@@ -124,17 +155,6 @@ impl Shares {
         Ok(share)
     }
 
-    /// The shares whose folder is inside `dir` (a disk about to be unmounted).
-    pub async fn inside(&self, dir: &Path) -> Result<Vec<Share>, ShareError> {
-        Ok(self
-            .db
-            .shares()
-            .await?
-            .into_iter()
-            .filter(|s| Path::new(&s.path).starts_with(dir))
-            .collect())
-    }
-
     async fn check(&self, r: NewShare) -> Result<Share, ShareError> {
         let name = r.name.trim().to_owned();
         check_name(&name)?;
@@ -159,6 +179,22 @@ impl Shares {
             return Err(
                 FieldError::new("users", "there are no users yet; finish the setup first").into(),
             );
+        }
+        if !r.read_only
+            && std::fs::metadata(&path)
+                .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+                .unwrap_or(0)
+                == 0
+        {
+            return Err(FieldError::new(
+                "read_only",
+                format!(
+                    "{} belongs to the system (root): nothing could be written through the share. \
+                     Share it read-only, or share a folder of a disk formatted here",
+                    path.display()
+                ),
+            )
+            .into());
         }
         if r.time_machine && r.read_only {
             return Err(FieldError::new(
@@ -193,6 +229,28 @@ impl Shares {
             .map_err(|e| FieldError::new("path", format!("{path}: {e}; {}", allowed())))?;
         if !resolved.is_dir() {
             return Err(FieldError::new("path", format!("{path} is not a folder")));
+        }
+        // The path goes into smb.conf as is: a line break, Samba's `%`
+        // substitutions or a continuing `\` would change what it says.
+        let Some(text) = resolved.to_str() else {
+            return Err(FieldError::new(
+                "path",
+                format!(
+                    "{} is not valid UTF-8; rename the folder",
+                    resolved.display()
+                ),
+            ));
+        };
+        if text
+            .chars()
+            .any(|c| c.is_control() || c == '%' || c == '\\')
+        {
+            return Err(FieldError::new(
+                "path",
+                format!(
+                    "{text:?} has a character Samba would misread (a control character, % or \\); rename the folder"
+                ),
+            ));
         }
         let under = |root: &Path| {
             std::fs::canonicalize(root)

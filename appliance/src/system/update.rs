@@ -302,7 +302,7 @@ fn detect_device() -> Result<Device, String> {
     if keys.is_empty() {
         return Err(format!("no trusted update key in {TRUSTED_KEYS_DIR}"));
     }
-    let mounts = mounts();
+    let mounts = crate::storage::block_devices::mounts();
     let mounted = |point: &str| mounts.iter().any(|m| m.point == point);
     let control: Box<dyn BootControl> = if mounted("/efi") {
         Box::new(SystemdBoot {
@@ -333,27 +333,6 @@ pub fn board_id() -> Result<String, String> {
         .map_err(|e| format!("{BOARD_FILE}: {e}"))
 }
 
-/// One line of /proc/self/mountinfo, the fields used here.
-struct Mount {
-    /// `major:minor` of the mounted device.
-    device: String,
-    point: String,
-}
-
-fn mounts() -> Vec<Mount> {
-    // Fields: id parent major:minor root mount-point …
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut fields = l.split_whitespace();
-            let device = fields.nth(2)?.to_owned();
-            let point = fields.nth(1)?.to_owned();
-            Some(Mount { device, point })
-        })
-        .collect()
-}
-
 /// The block device of a slot: the partition beside the running root on
 /// the same disk (A is partition 2, B partition 3), so a second ddaemon
 /// disk plugged in can never be written by mistake; by GPT name only if
@@ -366,7 +345,9 @@ fn slot_partition(slot: Slot) -> PathBuf {
 
 /// Partition `number` of the disk holding the root filesystem.
 fn root_disk_partition(sys_block: &Path, number: u32) -> Option<PathBuf> {
-    let root = mounts().into_iter().find(|m| m.point == "/")?;
+    let root = crate::storage::block_devices::mounts()
+        .into_iter()
+        .find(|m| m.point == "/")?;
     sibling_partition(sys_block, &root.device, number)
 }
 

@@ -48,9 +48,10 @@ pub fn storage_error(err: StorageError) -> ApiError {
         StorageError::NoSuchVolume(_) | StorageError::NoSuchDisk(_) => {
             (StatusCode::NOT_FOUND, "not_found")
         }
-        StorageError::InUse { .. } | StorageError::Mounted { .. } | StorageError::NotMounted(_) => {
+        StorageError::InUse { .. } | StorageError::Mounted { .. } => {
             (StatusCode::CONFLICT, "in_use")
         }
+        StorageError::SameUuid { .. } => (StatusCode::CONFLICT, "same_uuid"),
         StorageError::Unsupported(_)
         | StorageError::NoSerial { .. }
         | StorageError::WrongSerial { .. }
@@ -111,14 +112,9 @@ pub async fn unmount(
     _s: ApiSession,
     ApiJson(request): ApiJson<VolumeRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let shares = state
-        .shares
-        .list()
-        .await
-        .map_err(|e| ApiError::internal(&e))?;
     state
-        .storage
-        .unmount(&request.uuid, &shares)
+        .shares
+        .unmount_disk(&state.storage, &request.uuid)
         .await
         .map_err(storage_error)?;
     Ok(StatusCode::NO_CONTENT)

@@ -227,10 +227,9 @@ pub async fn storage_action_submit(
 }
 
 async fn unmount(state: &AppState, uuid: &str) -> Result<(), String> {
-    let shares = state.shares.list().await.map_err(|e| e.to_string())?;
     state
-        .storage
-        .unmount(uuid, &shares)
+        .shares
+        .unmount_disk(&state.storage, uuid)
         .await
         .map_err(|e| e.to_string())
 }
