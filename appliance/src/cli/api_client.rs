@@ -127,6 +127,16 @@ impl ApiClient {
             .await
     }
 
+    /// `POST path` with a JSON body, the answer decoded from JSON.
+    pub async fn post_json_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        let response = self.post_json(path, body).await?;
+        serde_json::from_slice(&collect(response).await?).map_err(ClientError::Decode)
+    }
+
     /// `POST path` streaming the file at `file` as the body.
     pub async fn post_file(
         &self,

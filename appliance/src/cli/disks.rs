@@ -50,32 +50,20 @@ pub fn disks_text(disks: &[Disk]) -> String {
     out
 }
 
-async fn post(
-    client: &ApiClient,
-    path: &str,
-    body: serde_json::Value,
-) -> Result<hyper::body::Bytes, ClientError> {
-    collect(client.post_json(path, &body).await?).await
-}
-
 pub async fn mount(client: &ApiClient, uuid: &str) -> Result<Mounted, ClientError> {
-    let body = post(
-        client,
-        "/api/v1/disks/mount",
-        serde_json::json!({ "uuid": uuid }),
-    )
-    .await?;
-    serde_json::from_slice(&body).map_err(ClientError::Decode)
+    client
+        .post_json_as("/api/v1/disks/mount", &serde_json::json!({ "uuid": uuid }))
+        .await
 }
 
 pub async fn unmount(client: &ApiClient, uuid: &str) -> Result<(), ClientError> {
-    post(
-        client,
-        "/api/v1/disks/unmount",
-        serde_json::json!({ "uuid": uuid }),
-    )
-    .await
-    .map(drop)
+    let response = client
+        .post_json(
+            "/api/v1/disks/unmount",
+            &serde_json::json!({ "uuid": uuid }),
+        )
+        .await?;
+    collect(response).await.map(drop)
 }
 
 pub async fn format(
@@ -84,11 +72,10 @@ pub async fn format(
     serial: &str,
     label: &str,
 ) -> Result<Mounted, ClientError> {
-    let body = post(
-        client,
-        "/api/v1/disks/format",
-        serde_json::json!({ "disk": disk, "serial": serial, "label": label }),
-    )
-    .await?;
-    serde_json::from_slice(&body).map_err(ClientError::Decode)
+    client
+        .post_json_as(
+            "/api/v1/disks/format",
+            &serde_json::json!({ "disk": disk, "serial": serial, "label": label }),
+        )
+        .await
 }

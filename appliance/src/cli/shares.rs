@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use hyper::Method;
 
-use super::api_client::{ApiClient, ClientError, collect};
+use super::api_client::{ApiClient, ClientError};
 use crate::state::Share;
 
 pub async fn list(client: &ApiClient) -> Result<Vec<Share>, ClientError> {
@@ -39,8 +39,7 @@ pub fn shares_text(shares: &[Share]) -> String {
 }
 
 pub async fn add(client: &ApiClient, request: &serde_json::Value) -> Result<Share, ClientError> {
-    let body = collect(client.post_json("/api/v1/shares", request).await?).await?;
-    serde_json::from_slice(&body).map_err(ClientError::Decode)
+    client.post_json_as("/api/v1/shares", request).await
 }
 
 pub async fn remove(client: &ApiClient, name: &str) -> Result<(), ClientError> {

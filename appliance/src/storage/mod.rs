@@ -115,11 +115,6 @@ impl Storage {
         Arc::clone(&self.changed)
     }
 
-    /// The folder disks are mounted in.
-    pub fn disks_dir(&self) -> &Path {
-        &self.disks_dir
-    }
-
     /// Every attached disk but the system's.
     pub async fn disks(&self) -> Result<Vec<Disk>, StorageError> {
         let sources = self.sources.clone();

@@ -22,6 +22,10 @@ use crate::state::{Share, UserRecord};
 /// Unix ids of ddaemon's users: 2000 + their id.
 const USER_ID_BASE: u32 = 2000;
 
+fn unix_id(user: &UserRecord) -> u32 {
+    USER_ID_BASE + u32::try_from(user.id).unwrap_or(0)
+}
+
 /// How smbd learns that its configuration changed.
 #[derive(Debug, Clone)]
 pub enum Reload {
@@ -215,7 +219,7 @@ fn unix_accounts(users: &[UserRecord], owners: &BTreeMap<String, (u32, u32)>) ->
     );
     let mut group = format!("{}:x:{share}:\n", super::SHARE_ACCOUNT);
     for u in users {
-        let id = USER_ID_BASE + u32::try_from(u.id).unwrap_or(0);
+        let id = unix_id(u);
         let _ = writeln!(
             passwd,
             "{}:x:{id}:{id}:ddaemon user:/nonexistent:/usr/sbin/nologin",
@@ -246,7 +250,7 @@ fn smbpasswd_file(users: &[UserRecord]) -> String {
     let mut out = String::new();
     for u in users {
         let Some(nt) = &u.nt_hash else { continue };
-        let id = USER_ID_BASE + u32::try_from(u.id).unwrap_or(0);
+        let id = unix_id(u);
         let _ = writeln!(
             out,
             "{}:{id}:{}:{nt}:[U          ]:LCT-60000000:",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
+use super::block_devices::mount_points;
 use super::samba::{SambaError, SambaFiles};
 use crate::field_error::FieldError;
 use crate::state::{Share, StateDb, StateError};
@@ -93,12 +94,13 @@ impl Shares {
     /// is not mounted (its empty folder is on the system's disk) or a
     /// folder replaced by a link elsewhere is left out until it is right.
     async fn apply(&self, force: bool) -> Result<(), ShareError> {
+        let mounts = mount_points();
         let servable: Vec<Share> = self
             .db
             .shares()
             .await?
             .into_iter()
-            .filter(|s| match self.check_path(&s.path) {
+            .filter(|s| match self.check_path(&s.path, &mounts) {
                 Ok(resolved) if resolved == Path::new(&s.path) => true,
                 Ok(resolved) => {
                     tracing::warn!(share = %s.name, path = %s.path, now = %resolved.display(), "a shared folder now leads elsewhere: not served");
@@ -158,7 +160,7 @@ impl Shares {
     async fn check(&self, r: NewShare) -> Result<Share, ShareError> {
         let name = r.name.trim().to_owned();
         check_name(&name)?;
-        let path = self.check_path(&r.path)?;
+        let path = self.check_path(&r.path, &mount_points())?;
         let known: Vec<String> = self.db.users().await?.into_iter().map(|u| u.name).collect();
         let users = if r.users.is_empty() {
             known.clone()
@@ -215,7 +217,7 @@ impl Shares {
 
     /// The folder, resolved (no `..` or link leads out), inside a mounted
     /// disk's folder or an app's data folder.
-    fn check_path(&self, path: &str) -> Result<PathBuf, FieldError> {
+    fn check_path(&self, path: &str, mounts: &[String]) -> Result<PathBuf, FieldError> {
         let disks = self.data_dir.join("disks");
         let apps = self.data_dir.join("apps");
         let allowed = || {
@@ -261,7 +263,7 @@ impl Shares {
             // Only a mounted disk: an empty folder under disks/ is the
             // device's own disk.
             let top = rest.components().next().map(|c| disks.join(c.as_os_str()));
-            let mounted = top.is_some_and(|t| is_mount_point(&t));
+            let mounted = top.is_some_and(|t| mounts.iter().any(|m| Path::new(m) == t));
             if !mounted {
                 return Err(FieldError::new(
                     "path",
@@ -300,12 +302,6 @@ fn check_name(name: &str) -> Result<(), FieldError> {
         ));
     }
     Ok(())
-}
-
-fn is_mount_point(dir: &Path) -> bool {
-    super::block_devices::mount_points()
-        .iter()
-        .any(|p| Path::new(p) == dir)
 }
 
 #[cfg(test)]
