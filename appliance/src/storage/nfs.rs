@@ -17,6 +17,8 @@ use ddaemon_runtime::fs_atomic::write_atomic_mode;
 
 use crate::state::Share;
 
+const TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Where the exports go and whether `exportfs` runs (only on the device).
 #[derive(Debug, Clone)]
 pub struct NfsFiles {
@@ -49,11 +51,18 @@ impl std::fmt::Display for Network {
 }
 
 impl NfsFiles {
-    /// Writes the exports of `shares` for `networks` and re-reads them.
-    pub async fn apply(&self, shares: &[Share], networks: &[Network]) -> Result<(), NfsError> {
+    /// Writes the exports of `shares` for `networks` and re-reads them if
+    /// they changed, or anyway with `force` (at start: the server is off
+    /// at boot).
+    pub async fn apply(
+        &self,
+        shares: &[Share],
+        networks: &[Network],
+        force: bool,
+    ) -> Result<(), NfsError> {
         let text = exports_text(shares, networks);
         let previous = std::fs::read_to_string(&self.exports).ok();
-        if previous.as_deref() == Some(text.as_str()) {
+        if previous.as_deref() == Some(text.as_str()) && !force {
             return Ok(());
         }
         let io = |source| NfsError::Io {
@@ -67,14 +76,25 @@ impl NfsFiles {
         if !self.reload {
             return Ok(());
         }
-        if let Err(err) = run("exportfs", &["-ra"], None, Duration::from_secs(60)).await {
+        // The server is off at boot (the image disables it) until there
+        // is something to export, and goes off again when nothing is.
+        let exported = shares.iter().any(|s| s.nfs) && !networks.is_empty();
+        let result = if exported {
+            match run("systemctl", &["start", "nfs-server.service"], None, TIMEOUT).await {
+                Ok(_) => run("exportfs", &["-ra"], None, TIMEOUT).await,
+                Err(err) => Err(err),
+            }
+        } else {
+            run("systemctl", &["stop", "nfs-server.service"], None, TIMEOUT).await
+        };
+        if let Err(err) = result {
             match previous {
                 Some(old) => write_atomic_mode(&self.exports, old.as_bytes(), 0o644).map_err(io)?,
                 None => {
                     let _ = std::fs::remove_file(&self.exports);
                 }
             }
-            let _ = run("exportfs", &["-ra"], None, Duration::from_secs(60)).await;
+            let _ = run("exportfs", &["-ra"], None, TIMEOUT).await;
             return Err(NfsError::Reload(err.to_string()));
         }
         Ok(())

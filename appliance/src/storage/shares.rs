@@ -117,7 +117,7 @@ impl Shares {
             .collect();
         let users = self.db.users().await?;
         self.samba.apply(&servable, &users, force).await?;
-        self.nfs.apply(&servable, &home_networks()).await?;
+        self.nfs.apply(&servable, &home_networks(), force).await?;
         Ok(())
     }
 
