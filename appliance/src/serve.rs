@@ -206,6 +206,13 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                         (None, false) => crate::storage::samba::Reload::None,
                     },
                 },
+                crate::storage::nfs::NfsFiles {
+                    exports: crate::storage::nfs::exports_path(
+                        options.power_control,
+                        &options.data_dir,
+                    ),
+                    reload: options.power_control,
+                },
             ),
         },
     );

@@ -600,10 +600,27 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
         &d,
         &s,
         "/api/v1/shares",
-        json!({ "name": "Films", "path": media.join("Films"), "read_only": true }),
+        json!({ "name": "Films", "path": media.join("Films"), "read_only": true, "nfs": true }),
     )
     .await;
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    // Films is also exported over NFS, read-only, every client squashed to
+    // the share account (the exports file is in the data folder here: this
+    // supervisor does not control the machine).
+    let exports = std::fs::read_to_string(d.data().join("ddaemon/nfs/ddaemon.exports"))
+        .expect("exports file");
+    let films = exports
+        .lines()
+        .find(|l| l.starts_with(&format!("\"{}\"", media.join("Films").display())))
+        .unwrap_or_else(|| panic!("Films is not exported: {exports}"));
+    assert!(
+        films.contains("(ro,sync,no_subtree_check,all_squash,anonuid=1999,anongid=1999)"),
+        "{films}"
+    );
+    assert!(
+        !exports.contains("/Media\" "),
+        "Media is not marked for NFS: {exports}"
+    );
     let config = d.data().join("ddaemon/samba/ddaemon.conf");
     let before = std::fs::read_to_string(&config).expect("ddaemon.conf");
 

@@ -5,6 +5,7 @@
 
 pub mod block_devices;
 pub mod hotplug;
+pub mod nfs;
 pub mod samba;
 pub mod shares;
 

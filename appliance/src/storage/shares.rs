@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use super::block_devices::mount_points;
+use super::nfs::{NfsError, NfsFiles, home_networks};
 use super::samba::{SambaError, SambaFiles};
 use crate::field_error::FieldError;
 use crate::state::{Share, StateDb, StateError};
@@ -25,6 +26,8 @@ pub enum ShareError {
     NotFound(String),
     #[error(transparent)]
     Samba(#[from] SambaError),
+    #[error(transparent)]
+    Nfs(#[from] NfsError),
     #[error(transparent)]
     State(StateError),
 }
@@ -65,15 +68,17 @@ pub struct Shares {
     db: StateDb,
     data_dir: Arc<PathBuf>,
     samba: Arc<SambaFiles>,
+    nfs: Arc<NfsFiles>,
     busy: Arc<Mutex<()>>,
 }
 
 impl Shares {
-    pub fn new(db: StateDb, data_dir: &Path, samba: SambaFiles) -> Self {
+    pub fn new(db: StateDb, data_dir: &Path, samba: SambaFiles, nfs: NfsFiles) -> Self {
         Self {
             db,
             data_dir: Arc::new(data_dir.to_owned()),
             samba: Arc::new(samba),
+            nfs: Arc::new(nfs),
             busy: Arc::new(Mutex::new(())),
         }
     }
@@ -114,6 +119,7 @@ impl Shares {
             .collect();
         let users = self.db.users().await?;
         self.samba.apply(&servable, &users, force).await?;
+        self.nfs.apply(&servable, &home_networks(), force).await?;
         Ok(())
     }
 

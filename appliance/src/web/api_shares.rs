@@ -22,7 +22,7 @@ pub fn share_error(err: ShareError) -> ApiError {
         ShareError::NotFound(_) => {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string())
         }
-        ShareError::Samba(_) => ApiError::new(
+        ShareError::Samba(_) | ShareError::Nfs(_) => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "samba_failed",
             err.to_string(),
