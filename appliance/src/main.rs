@@ -175,6 +175,9 @@ enum ShareAction {
         /// Offer it to Macs as a Time Machine target.
         #[arg(long)]
         time_machine: bool,
+        /// Export it over NFS too, to the home network only.
+        #[arg(long)]
+        nfs: bool,
     },
     /// Every share.
     Ls {
@@ -454,13 +457,14 @@ async fn share(client: &ApiClient, action: ShareAction) -> anyhow::Result<()> {
             read_only,
             users,
             time_machine,
+            nfs,
         } => {
             // The supervisor resolves paths from its own folder, not ours.
             let path = std::path::absolute(&path)
                 .with_context(|| format!("{} cannot be resolved", path.display()))?;
             let request = serde_json::json!({
                 "name": name, "path": path, "read_only": read_only,
-                "users": users, "time_machine": time_machine,
+                "users": users, "time_machine": time_machine, "nfs": nfs,
             });
             let share = shares::add(client, &request)
                 .await

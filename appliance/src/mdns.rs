@@ -2,7 +2,9 @@
 //! `APP.local` on the home network — A and AAAA records for each address of
 //! the device's own interfaces (never the container bridge) — each with an
 //! `_http._tcp` service named by its title, so apps show up in Bonjour
-//! browsers.
+//! browsers. The device's own services (file sharing: `_smb._tcp`,
+//! `_adisk._tcp` for Time Machine, `_nfs._tcp` per export) are announced
+//! on `DEVICE.local` through [`Mdns::set_device_services`].
 //!
 //! Names come and go through [`Mdns::announce`] and [`Mdns::withdraw`]; a
 //! background task keeps the responder in step. When another host already
@@ -22,7 +24,7 @@ use tokio::sync::watch;
 
 use crate::proxy::RouteTable;
 
-const SERVICE_TYPE: &str = "_http._tcp.local.";
+const HTTP_SERVICE: &str = "_http._tcp";
 
 /// Why the responder could not start.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +36,29 @@ struct Wanted {
     device: String,
     /// Name (a DNS label) → title.
     names: BTreeMap<String, String>,
+    services: Vec<DeviceService>,
+}
+
+/// A service the device itself offers, announced on `DEVICE.local`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DeviceService {
+    /// `_smb._tcp` and the like.
+    pub kind: &'static str,
+    /// The instance name; the device's name when `None`.
+    pub instance: Option<String>,
+    pub port: u16,
+    pub txt: Vec<(String, String)>,
+}
+
+/// One service record set as handed to the responder; registered again
+/// whenever any part of it changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Announcement {
+    kind: String,
+    instance: String,
+    host: String,
+    port: u16,
+    txt: Vec<(String, String)>,
 }
 
 /// The names the device wants announced; cheap to clone.
@@ -52,6 +77,7 @@ impl Mdns {
             wanted: watch::Sender::new(Wanted {
                 device: device.to_owned(),
                 names: BTreeMap::new(),
+                services: Vec::new(),
             }),
             renamed: Arc::default(),
         }
@@ -72,6 +98,17 @@ impl Mdns {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
+    }
+
+    /// Replaces the device's own services (what the shares offer now).
+    pub fn set_device_services(&self, mut services: Vec<DeviceService>) {
+        services.sort();
+        services.dedup();
+        self.wanted.send_if_modified(|w| {
+            let changed = w.services != services;
+            w.services = services;
+            changed
+        });
     }
 
     /// The device's own name changed (at setup).
@@ -115,8 +152,7 @@ impl Mdns {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut wanted = self.wanted.subscribe();
-        // Name → (title, service full name) as registered.
-        let mut registered: HashMap<String, (String, String)> = HashMap::new();
+        let mut registered = Registered::new();
         let mut addresses = lan_addresses();
         let mut address_check = tokio::time::interval(Duration::from_secs(10));
         loop {
@@ -212,40 +248,44 @@ fn lan_addresses() -> BTreeSet<(String, IpAddr)> {
         .collect()
 }
 
+/// What the responder holds: a key (an app's name, or a device service's
+/// kind and instance) → the announcement and its full service name.
+type Registered = HashMap<String, (Announcement, String)>;
+
 /// Unregisters every name, waiting (briefly) for the goodbyes to go out.
-async fn withdraw_all(daemon: &ServiceDaemon, registered: &mut HashMap<String, (String, String)>) {
-    for (name, (_, fullname)) in registered.drain() {
+async fn withdraw_all(daemon: &ServiceDaemon, registered: &mut Registered) {
+    for (key, (_, fullname)) in registered.drain() {
         if let Ok(done) = daemon.unregister(&fullname) {
             let _ = tokio::time::timeout(Duration::from_secs(2), done.recv_async()).await;
         }
-        tracing::debug!(%name, "mDNS name withdrawn");
+        tracing::debug!(%key, "mDNS service withdrawn");
     }
 }
 
-fn service_info(name: &str, title: &str) -> Option<ServiceInfo> {
-    let host = format!("{name}.local.");
+fn service_info(a: &Announcement) -> Option<ServiceInfo> {
+    let txt: Vec<(&str, &str)> = a
+        .txt
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     match ServiceInfo::new(
-        SERVICE_TYPE,
-        title,
-        &host,
+        &format!("{}.local.", a.kind),
+        &a.instance,
+        &format!("{}.local.", a.host),
         (),
-        80,
-        [("path", "/")].as_slice(),
+        a.port,
+        txt.as_slice(),
     ) {
         Ok(info) => Some(info.enable_addr_auto()),
         Err(err) => {
-            tracing::warn!(%name, %err, "cannot describe the name for mDNS");
+            tracing::warn!(host = %a.host, kind = %a.kind, %err, "cannot describe the service for mDNS");
             None
         }
     }
 }
 
-/// Registers what is wanted and not registered, unregisters the rest.
-fn reconcile(
-    daemon: &ServiceDaemon,
-    wanted: &Wanted,
-    registered: &mut HashMap<String, (String, String)>,
-) {
+/// Every announcement `wanted` asks for, by key.
+fn announcements(wanted: &Wanted) -> BTreeMap<String, Announcement> {
     let mut titles: BTreeMap<&str, &str> = wanted
         .names
         .iter()
@@ -254,7 +294,7 @@ fn reconcile(
     titles.insert(&wanted.device, &wanted.device);
     // Service instances are named by title, and two with one name would be
     // one service: a title used twice gets the name beside it.
-    let all: BTreeMap<&str, String> = titles
+    let mut all: BTreeMap<String, Announcement> = titles
         .iter()
         .map(|(name, title)| {
             let shared = titles.values().filter(|t| *t == title).count() > 1;
@@ -263,33 +303,61 @@ fn reconcile(
             } else {
                 (*title).to_owned()
             };
-            (*name, instance)
+            let web = Announcement {
+                kind: HTTP_SERVICE.to_owned(),
+                instance,
+                host: (*name).to_owned(),
+                port: 80,
+                txt: vec![("path".to_owned(), "/".to_owned())],
+            };
+            ((*name).to_owned(), web)
         })
         .collect();
-    registered.retain(|name, (title, fullname)| {
-        let keep = all.get(name.as_str()) == Some(&*title);
+    for s in &wanted.services {
+        let instance = s.instance.clone().unwrap_or_else(|| wanted.device.clone());
+        // Keys of apps are DNS labels: a key with a space or a dot never
+        // meets one.
+        all.insert(
+            format!("{} {instance}", s.kind),
+            Announcement {
+                kind: s.kind.to_owned(),
+                instance,
+                host: wanted.device.clone(),
+                port: s.port,
+                txt: s.txt.clone(),
+            },
+        );
+    }
+    all
+}
+
+/// Registers what is wanted and not registered, unregisters the rest.
+fn reconcile(daemon: &ServiceDaemon, wanted: &Wanted, registered: &mut Registered) {
+    let all = announcements(wanted);
+    registered.retain(|key, (announced, fullname)| {
+        let keep = all.get(key) == Some(&*announced);
         if !keep {
             if let Err(err) = daemon.unregister(fullname) {
-                tracing::warn!(%name, %err, "cannot withdraw the mDNS name");
+                tracing::warn!(%key, %err, "cannot withdraw the mDNS service");
             }
-            tracing::info!(%name, "mDNS name withdrawn");
+            tracing::info!(%key, "mDNS service withdrawn");
         }
         keep
     });
-    for (name, title) in all {
-        if registered.contains_key(name) {
+    for (key, announcement) in all {
+        if registered.contains_key(&key) {
             continue;
         }
-        let Some(info) = service_info(name, &title) else {
+        let Some(info) = service_info(&announcement) else {
             continue;
         };
         let fullname = info.get_fullname().to_owned();
         match daemon.register(info) {
             Ok(()) => {
-                tracing::info!(%name, "announcing {name}.local over mDNS");
-                registered.insert(name.to_owned(), (title, fullname));
+                tracing::info!(%key, host = %announcement.host, "announcing over mDNS");
+                registered.insert(key, (announcement, fullname));
             }
-            Err(err) => tracing::warn!(%name, %err, "cannot announce over mDNS"),
+            Err(err) => tracing::warn!(%key, %err, "cannot announce over mDNS"),
         }
     }
 }
@@ -313,5 +381,41 @@ mod tests {
         mdns.withdraw("jellyfin");
         assert!(rx.borrow().names.is_empty());
         assert_eq!(mdns.announced_name("jellyfin"), "jellyfin");
+    }
+
+    #[test]
+    fn device_services_are_announced_on_the_device_name() {
+        let mdns = Mdns::new("home");
+        mdns.announce("home-app", "Home");
+        mdns.set_device_services(vec![
+            DeviceService {
+                kind: "_smb._tcp",
+                instance: None,
+                port: 445,
+                txt: vec![],
+            },
+            DeviceService {
+                kind: "_nfs._tcp",
+                instance: Some("Photos".into()),
+                port: 2049,
+                txt: vec![("path".into(), "/data/disks/Media/Photos".into())],
+            },
+        ]);
+        let all = announcements(&mdns.wanted.borrow());
+        let smb = &all["_smb._tcp home"];
+        assert_eq!(
+            (smb.host.as_str(), smb.instance.as_str(), smb.port),
+            ("home", "home", 445)
+        );
+        let nfs = &all["_nfs._tcp Photos"];
+        assert_eq!((nfs.host.as_str(), nfs.port), ("home", 2049));
+        assert_eq!(all["home"].instance, "home");
+        assert_eq!(all["home-app"].instance, "Home");
+        assert_eq!(all.len(), 4);
+        mdns.set_device_name("den");
+        assert_eq!(
+            announcements(&mdns.wanted.borrow())["_smb._tcp den"].host,
+            "den"
+        );
     }
 }

@@ -213,6 +213,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     ),
                     reload: options.power_control,
                 },
+                mdns.clone(),
             ),
         },
     );

@@ -12,10 +12,11 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Daemon;
+use common::avahi::AvahiPeer;
 use common::test_net::TestNet;
+use common::{Daemon, eventually};
 use serde_json::Value;
 use support::netns;
 use support::registry_server::RegistryServer;
@@ -180,17 +181,6 @@ fn through_proxy(net: &TestNet, d: &Daemon, host: &str, path: &str) -> String {
         ],
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + within;
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) if Instant::now() > deadline => panic!("{what}: {last}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
-        }
-    }
 }
 
 /// What exists of the containers named `APP.*`: definitions, addresses
@@ -571,120 +561,6 @@ async fn kill_9_at_each_step_leaves_a_whole_app_or_none() {
     );
 }
 
-/// Debian's Avahi in the LAN namespace, with its own D-Bus, in a mount
-/// namespace whose /run is private (so it touches nothing of the host's).
-struct AvahiPeer {
-    holder: std::process::Child,
-    daemons: Vec<std::process::Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl AvahiPeer {
-    fn start(net: &TestNet) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let conf = dir.path().join("avahi-daemon.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "[server]\nhost-name=lanpeer\nuse-ipv4=yes\nuse-ipv6=no\nallow-interfaces={}\nenable-dbus=yes\nratelimit-burst=1000\n[publish]\npublish-workstation=no\n",
-                net.lan_link
-            ),
-        )
-        .expect("avahi conf");
-        let holder = Command::new("ip")
-            .args(["netns", "exec", &net.lan, "unshare", "-m", "--propagation", "private", "sh", "-c"])
-            .arg("mount -t tmpfs tmpfs /run && mkdir -p /run/dbus /run/avahi-daemon && exec sleep infinity")
-            .spawn()
-            .expect("namespace holder");
-        let mut peer = Self {
-            holder,
-            daemons: Vec::new(),
-            _dir: dir,
-        };
-        // Wait until the private /run is mounted.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !peer
-            .run(&["test", "-d", "/run/avahi-daemon"])
-            .status
-            .success()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the Avahi namespace did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let o = peer.run(&["dbus-daemon", "--system", "--fork"]);
-        assert!(o.status.success(), "dbus-daemon: {}", text(&o));
-        let avahi = peer
-            .command(&["avahi-daemon", "--no-drop-root", "--no-chroot", "-f"])
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("avahi-daemon");
-        peer.daemons.push(avahi);
-        peer
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("nsenter");
-        c.args(["-t", &self.holder.id().to_string(), "-m", "-n", "--"])
-            .args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("nsenter")
-    }
-
-    /// The IPv4 address Avahi resolves `name` to, if any.
-    fn resolve(&self, name: &str) -> Option<String> {
-        // It exits 0 even when it fails: read what it prints.
-        let o = self.run(&["timeout", "5", "avahi-resolve-host-name", "-4", name]);
-        String::from_utf8_lossy(&o.stdout)
-            .split_whitespace()
-            .nth(1)
-            .map(str::to_owned)
-    }
-
-    /// `avahi-browse`'s parsable listing of the _http._tcp services.
-    fn browse_http(&self) -> String {
-        let o = self.run(&["timeout", "10", "avahi-browse", "-rpt", "_http._tcp"]);
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// Holds `NAME` for the address `addr` until dropped.
-    fn publish_address(&mut self, name: &str, addr: &str) {
-        let child = self
-            .command(&["avahi-publish", "-a", "-R", name, addr])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("avahi-publish");
-        self.daemons.push(child);
-    }
-}
-
-impl Drop for AvahiPeer {
-    fn drop(&mut self) {
-        for child in &mut self.daemons {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        // dbus-daemon forked away; it dies with the holder's namespace
-        // only if asked: end it by its pid file.
-        if let Ok(pid) =
-            std::fs::read_to_string(format!("/proc/{}/root/run/dbus/pid", self.holder.id()))
-            && let Ok(pid) = pid.trim().parse::<i32>()
-        {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-        }
-        let _ = self.holder.kill();
-        let _ = self.holder.wait();
-    }
-}
-
 /// Whether an `avahi-browse -p` line resolved to the device: its LAN
 /// address, or its IPv6 link-local one (Avahi picks either).
 fn on_the_device(line: &str) -> bool {
@@ -731,7 +607,7 @@ async fn app_names_over_mdns_as_a_real_avahi_peer_sees_them() {
         },
     )
     .await;
-    let services = avahi.browse_http();
+    let services = avahi.browse("_http._tcp");
     assert!(
         services.lines().any(|l| l.starts_with("=;")
                 // Avahi escapes the space in the title.
@@ -796,7 +672,7 @@ async fn app_names_over_mdns_as_a_real_avahi_peer_sees_them() {
         },
     )
     .await;
-    let services = avahi.browse_http();
+    let services = avahi.browse("_http._tcp");
     assert!(
         !services.contains("mdnsapp.local"),
         "its service is gone too: {services}"

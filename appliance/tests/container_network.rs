@@ -7,10 +7,10 @@ mod common;
 mod support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Daemon;
 use common::test_net::TestNet;
+use common::{Daemon, eventually};
 use support::test_images::busybox_archive;
 
 fn text(o: &std::process::Output) -> String {
@@ -19,17 +19,6 @@ fn text(o: &std::process::Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-async fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        match check() {
-            Ok(()) => return,
-            Err(last) if Instant::now() > deadline => panic!("{what}: {last}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
 }
 
 #[tokio::test]
@@ -77,22 +66,30 @@ async fn bridge_published_ports_nat_and_names_within_an_app() {
     assert!(d.cli(&run).status.success());
 
     // Through the bridge, from the device itself.
-    eventually("the container answers on the bridge", || {
-        let o = net.busybox(&net.device, &["wget", "-qO-", "http://10.88.0.2/"]);
-        text(&o)
-            .contains("hello from busybox")
-            .then_some(())
-            .ok_or(text(&o))
-    })
+    eventually(
+        "the container answers on the bridge",
+        Duration::from_secs(15),
+        || {
+            let o = net.busybox(&net.device, &["wget", "-qO-", "http://10.88.0.2/"]);
+            text(&o)
+                .contains("hello from busybox")
+                .then_some(())
+                .ok_or(text(&o))
+        },
+    )
     .await;
     // Through the published port, from another machine on the LAN.
-    eventually("the published port answers from the LAN", || {
-        let o = net.busybox(&net.lan, &["wget", "-qO-", "http://192.168.77.1:8080/"]);
-        text(&o)
-            .contains("hello from busybox")
-            .then_some(())
-            .ok_or(text(&o))
-    })
+    eventually(
+        "the published port answers from the LAN",
+        Duration::from_secs(15),
+        || {
+            let o = net.busybox(&net.lan, &["wget", "-qO-", "http://192.168.77.1:8080/"]);
+            text(&o)
+                .contains("hello from busybox")
+                .then_some(())
+                .ok_or(text(&o))
+        },
+    )
     .await;
     // A port nobody published stays closed.
     let o = net.busybox(
@@ -116,13 +113,17 @@ async fn bridge_published_ports_nat_and_names_within_an_app() {
         "wget -qO- http://web/ && wget -qO- http://db/ && echo by-name-ok; cat /etc/hosts",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    eventually("probe reaches web and db by name", || {
-        let o = d.cli(&["container", "logs", "probe"]);
-        text(&o)
-            .contains("by-name-ok")
-            .then_some(())
-            .ok_or(text(&o))
-    })
+    eventually(
+        "probe reaches web and db by name",
+        Duration::from_secs(15),
+        || {
+            let o = d.cli(&["container", "logs", "probe"]);
+            text(&o)
+                .contains("by-name-ok")
+                .then_some(())
+                .ok_or(text(&o))
+        },
+    )
     .await;
     let hosts = std::fs::read_to_string(d.data().join("containers/web/hosts")).expect("web hosts");
     assert!(
@@ -162,13 +163,17 @@ async fn bridge_published_ports_nat_and_names_within_an_app() {
         "wget -qO- http://192.168.77.2:9000/",
     ]);
     assert!(o.status.success(), "{}", text(&o));
-    eventually("the container reaches the LAN", || {
-        let o = d.cli(&["container", "logs", "outbound"]);
-        text(&o)
-            .contains("lan says hi")
-            .then_some(())
-            .ok_or(text(&o))
-    })
+    eventually(
+        "the container reaches the LAN",
+        Duration::from_secs(15),
+        || {
+            let o = d.cli(&["container", "logs", "outbound"]);
+            text(&o)
+                .contains("lan says hi")
+                .then_some(())
+                .ok_or(text(&o))
+        },
+    )
     .await;
     let _ = lan_server.kill();
     let lan_log = lan_server.wait_with_output().expect("lan httpd output");

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Session, error_of};
+use common::avahi::AvahiPeer;
+use common::{Daemon, Session, error_of, eventually};
 use serde_json::{Value, json};
 
 fn sh(program: &str, args: &[&str]) -> String {
@@ -799,8 +800,26 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     std::fs::remove_dir(media.join("Swap")).expect("rmdir");
     std::os::unix::fs::symlink("/", media.join("Swap")).expect("symlink");
-    // A restarted supervisor keeps serving the same shares.
-    d.restart().await;
+    // A Time Machine share and an NFS export, for the announcements below.
+    let backups = media.join("Backups");
+    std::fs::create_dir(&backups).expect("mkdir");
+    std::os::unix::fs::chown(&backups, Some(1999), Some(1999)).expect("chown");
+    for body in [
+        json!({ "name": "Backups", "path": backups, "time_machine": true }),
+        json!({ "name": "Photos", "path": media.join("Films"), "read_only": true, "nfs": true }),
+    ] {
+        let r = post(&d, &s, "/api/v1/shares", body).await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+    }
+    let o = Command::new("testparm")
+        .args(["--suppress-prompt", &config.to_string_lossy()])
+        .output()
+        .expect("testparm");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A restarted supervisor keeps serving the same shares; it now runs on
+    // the device's network, where a laptop's Avahi listens.
+    let avahi = AvahiPeer::start(&net);
+    d.restart_in_netns(&net.device).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (ok, out) = smbclient(&net.lan, &["-L", "//192.168.77.1", "-U", &login]);
@@ -815,6 +834,56 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
         &["//192.168.77.1/Media", "-U", &login, "-c", "ls"],
     );
     assert!(ok && out.contains("upload.bin"), "{out}");
+
+    // The laptop finds the device's SMB server, its Time Machine share
+    // (with the keys macOS reads) and the NFS export, all on the device's
+    // name and address.
+    let on_device = |line: &str, port: u16| {
+        line.starts_with("=;")
+            && line.contains(";ddaemon.local;192.168.77.1;")
+            && line.contains(&format!(";{port};"))
+    };
+    eventually("Avahi sees the shares", Duration::from_secs(30), || {
+        let smb = avahi.browse("_smb._tcp");
+        let adisk = avahi.browse("_adisk._tcp");
+        let nfs = avahi.browse("_nfs._tcp");
+        let found = smb
+            .lines()
+            .any(|l| l.contains(";ddaemon;_smb._tcp;") && on_device(l, 445))
+            && adisk.lines().any(|l| {
+                on_device(l, 9)
+                    && l.contains("\"dk0=adVN=Backups,adVF=0x82\"")
+                    && l.contains("\"sys=waMa=0,adVF=0x100\"")
+            })
+            && nfs.lines().any(|l| {
+                l.contains(";Photos;_nfs._tcp;")
+                    && on_device(l, 2049)
+                    && l.contains(&format!("\"path={}\"", media.join("Films").display()))
+            });
+        if found {
+            Ok(())
+        } else {
+            Err(format!("{smb}\n{adisk}\n{nfs}\n{}", d.log()))
+        }
+    })
+    .await;
+    // An export removed is withdrawn; SMB stays while something is shared.
+    let o = d.cli(&["share", "rm", "Photos"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    eventually(
+        "the NFS export is withdrawn",
+        Duration::from_secs(30),
+        || {
+            let nfs = avahi.browse("_nfs._tcp");
+            let smb = avahi.browse("_smb._tcp");
+            if !nfs.contains(";Photos;") && smb.lines().any(|l| on_device(l, 445)) {
+                Ok(())
+            } else {
+                Err(format!("{nfs}\n{smb}"))
+            }
+        },
+    )
+    .await;
     drop(smbd);
     let _ = Command::new("umount").arg(&media).status();
 }

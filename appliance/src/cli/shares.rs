@@ -26,6 +26,9 @@ pub fn shares_text(shares: &[Share]) -> String {
         if s.time_machine {
             notes.push("Time Machine");
         }
+        if s.nfs {
+            notes.push("NFS");
+        }
         let _ = writeln!(
             out,
             "{}  {}  {}  users {}",

@@ -261,6 +261,9 @@ fn smbpasswd_file(users: &[UserRecord]) -> String {
     out
 }
 
+/// The model smbd tells Macs (`fruit:model`), also announced over mDNS.
+pub const FRUIT_MODEL: &str = "MacSamba";
+
 /// `ddaemon.conf`: global settings, then a section per share.
 fn config_text(
     smbpasswd: &Path,
@@ -272,11 +275,14 @@ fn config_text(
     out.push_str(
         "   map to guest = never\n   restrict anonymous = 2\n   server min protocol = SMB2_10\n   \
          disable netbios = yes\n   load printers = no\n   printing = bsd\n   printcap name = /dev/null\n   \
-         disable spoolss = yes\n",
+         disable spoolss = yes\n   multicast dns register = no\n",
     );
     if shares.iter().any(|s| s.time_machine) {
         // What macOS needs to find and use a Time Machine share.
-        out.push_str("   fruit:model = MacSamba\n   fruit:metadata = stream\n");
+        let _ = writeln!(
+            out,
+            "   fruit:model = {FRUIT_MODEL}\n   fruit:metadata = stream"
+        );
     }
     for s in shares {
         let _ = writeln!(out, "\n[{}]", s.name);

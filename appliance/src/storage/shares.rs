@@ -11,6 +11,7 @@ use super::block_devices::mount_points;
 use super::nfs::{NfsError, NfsFiles, home_networks};
 use super::samba::{SambaError, SambaFiles};
 use crate::field_error::FieldError;
+use crate::mdns::{DeviceService, Mdns};
 use crate::state::{Share, StateDb, StateError};
 
 /// Names Samba keeps for itself.
@@ -69,16 +70,19 @@ pub struct Shares {
     data_dir: Arc<PathBuf>,
     samba: Arc<SambaFiles>,
     nfs: Arc<NfsFiles>,
+    mdns: Mdns,
     busy: Arc<Mutex<()>>,
 }
 
 impl Shares {
-    pub fn new(db: StateDb, data_dir: &Path, samba: SambaFiles, nfs: NfsFiles) -> Self {
+    /// Shares announced through `mdns` (which says nothing unless it runs).
+    pub fn new(db: StateDb, data_dir: &Path, samba: SambaFiles, nfs: NfsFiles, mdns: Mdns) -> Self {
         Self {
             db,
             data_dir: Arc::new(data_dir.to_owned()),
             samba: Arc::new(samba),
             nfs: Arc::new(nfs),
+            mdns,
             busy: Arc::new(Mutex::new(())),
         }
     }
@@ -119,7 +123,10 @@ impl Shares {
             .collect();
         let users = self.db.users().await?;
         self.samba.apply(&servable, &users, force).await?;
-        self.nfs.apply(&servable, &home_networks(), force).await?;
+        let networks = home_networks();
+        self.nfs.apply(&servable, &networks, force).await?;
+        self.mdns
+            .set_device_services(file_services(&servable, !networks.is_empty()));
         Ok(())
     }
 
@@ -286,6 +293,55 @@ impl Shares {
             format!("{path} cannot be shared; {}", allowed()),
         ))
     }
+}
+
+/// What the shares offer over mDNS: SMB when anything is shared; for Time
+/// Machine, `_adisk._tcp` listing its shares with the flags macOS reads
+/// (and the model Samba tells it, `fruit:model`); `_nfs._tcp` per export.
+fn file_services(shares: &[Share], nfs: bool) -> Vec<DeviceService> {
+    let mut out = Vec::new();
+    if shares.is_empty() {
+        return out;
+    }
+    out.push(DeviceService {
+        kind: "_smb._tcp",
+        instance: None,
+        port: 445,
+        txt: Vec::new(),
+    });
+    let time_machine: Vec<(String, String)> = shares
+        .iter()
+        .filter(|s| s.time_machine)
+        .enumerate()
+        .map(|(i, s)| (format!("dk{i}"), format!("adVN={},adVF=0x82", s.name)))
+        .collect();
+    if !time_machine.is_empty() {
+        let mut txt = vec![("sys".to_owned(), "waMa=0,adVF=0x100".to_owned())];
+        txt.extend(time_machine);
+        out.push(DeviceService {
+            kind: "_adisk._tcp",
+            instance: None,
+            port: 9,
+            txt,
+        });
+        out.push(DeviceService {
+            kind: "_device-info._tcp",
+            instance: None,
+            port: 0,
+            txt: vec![("model".to_owned(), super::samba::FRUIT_MODEL.to_owned())],
+        });
+    }
+    if nfs {
+        for s in shares.iter().filter(|s| s.nfs) {
+            out.push(DeviceService {
+                kind: "_nfs._tcp",
+                instance: Some(s.name.clone()),
+                port: 2049,
+                txt: vec![("path".to_owned(), s.path.clone())],
+            });
+        }
+    }
+    out
 }
 
 fn check_name(name: &str) -> Result<(), FieldError> {

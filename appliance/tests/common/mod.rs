@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
+pub mod avahi;
 pub mod test_net;
 
 use std::net::{SocketAddr, TcpListener};
@@ -14,6 +15,23 @@ use reqwest::header::{HeaderMap, SET_COOKIE};
 use serde_json::{Value, json};
 
 pub const PASSWORD: &str = "correct horse battery";
+
+/// Waits until `check` passes, trying every 250 ms; past `within`, fails
+/// with what `check` last said.
+pub async fn eventually(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> Result<(), String>,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) if Instant::now() > deadline => panic!("{what}: {last}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+}
 
 /// A running supervisor. Dropping it stops it.
 pub struct Daemon {
@@ -245,6 +263,21 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Starts again on the same data folder, now inside the network
+    /// namespace `netns` (mDNS and the container bridge on); from then
+    /// on the test reaches it through the CLI.
+    pub async fn restart_in_netns(&mut self, netns: &str) {
+        if self.child.is_some() {
+            let status = self.terminate();
+            assert!(
+                status.success(),
+                "SIGTERM must stop ddaemon cleanly, got {status}"
+            );
+        }
+        self.netns = Some(netns.to_owned());
+        self.spawn().await;
     }
 
     /// Starts again on the same data folder and port.

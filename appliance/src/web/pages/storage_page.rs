@@ -125,6 +125,7 @@ fn shares_section(shares: &[Share], folders: &[String], session: &PageSession) -
                         strong { (s.name) } " " code { (s.path) }
                         @if s.read_only { " · read-only" }
                         @if s.time_machine { " · Time Machine" }
+                        @if s.nfs { " · NFS" }
                         " · " (s.users.join(", "))
                         form.inline method="post" action="/storage/shares" {
                             (csrf_field(session))
@@ -144,6 +145,7 @@ fn shares_section(shares: &[Share], folders: &[String], session: &PageSession) -
                     datalist #disk-folders { @for f in folders { option value=(f) {} } }
                     label { input type="checkbox" name="read_only" value="on"; " Read-only" }
                     label { input type="checkbox" name="time_machine" value="on"; " Time Machine backups for Macs" }
+                    label { input type="checkbox" name="nfs" value="on"; " Also over NFS (home network only)" }
                     button name="action" value="add" { "Share" }
                 }
             }
@@ -160,6 +162,7 @@ pub struct ShareForm {
     path: Option<String>,
     read_only: Option<String>,
     time_machine: Option<String>,
+    nfs: Option<String>,
 }
 
 /// `POST /storage/shares`.
@@ -179,7 +182,7 @@ pub async fn share_submit(
                 read_only: form.read_only.is_some(),
                 users: Vec::new(),
                 time_machine: form.time_machine.is_some(),
-                nfs: false,
+                nfs: form.nfs.is_some(),
             };
             match state.shares.add(request).await {
                 Ok(s) => Outcome::Done(format!("{} is shared as {}.", s.path, s.name)),
