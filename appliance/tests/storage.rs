@@ -615,7 +615,7 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
         .find(|l| l.starts_with(&format!("\"{}\"", media.join("Films").display())))
         .unwrap_or_else(|| panic!("Films is not exported: {exports}"));
     assert!(
-        films.contains("(ro,sync,no_subtree_check,all_squash,anonuid=1999,anongid=1999)"),
+        films.contains("(ro,sync,insecure,no_subtree_check,all_squash,anonuid=1999,anongid=1999)"),
         "{films}"
     );
     assert!(

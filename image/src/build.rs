@@ -163,6 +163,14 @@ const SMB_CONF: &str = "# Written by the image; ddaemon writes the included file
    include = /data/ddaemon/samba/ddaemon.conf
 ";
 
+/// NFSv3's mount service on its registered port (20048) rather than one
+/// rpcbind picks at random: a firewall rule, or a forwarded port, can name
+/// it. NFSv4 needs only 2049.
+const NFS_CONF: &str = "# Written by the image.
+[mountd]
+port=20048
+";
+
 /// The systemd unit of the supervisor. KillMode=process: a restart of the
 /// supervisor must not take the containers' shims with it.
 const DDAEMON_SERVICE: &str = "[Unit]
@@ -703,6 +711,7 @@ impl BuildOptions {
         self.write("/etc/hostname", "ddaemon\n")?;
         // smbd serves what ddaemon writes: its globals, shares and users.
         self.write("/etc/samba/smb.conf", SMB_CONF)?;
+        self.write("/etc/nfs.conf.d/ddaemon.conf", NFS_CONF)?;
         self.with_extrausers()?;
         self.write("/usr/share/ddaemon/board", &format!("{}\n", self.board.id))?;
         // The supervisor reads the reset button and status LED from it.

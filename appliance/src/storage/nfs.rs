@@ -6,6 +6,9 @@
 //!
 //! Every client acts as the share account (`all_squash`): NFS trusts the
 //! client's numeric ids, which a laptop on the home network chooses freely.
+//! Clients may use any source port (`insecure`): macOS connects from
+//! unprivileged ports by default, and once ids are squashed a privileged
+//! port proves nothing.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -16,8 +19,10 @@ use ddaemon_runtime::command::run;
 use ddaemon_runtime::fs_atomic::write_atomic_mode;
 
 use crate::state::Share;
+use crate::system::systemd::{UnitJob, run_unit_job};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+const NFS_SERVER: &str = "nfs-server.service";
 
 /// Where the exports go and whether `exportfs` runs (only on the device).
 #[derive(Debug, Clone)]
@@ -80,12 +85,17 @@ impl NfsFiles {
         // is something to export, and goes off again when nothing is.
         let exported = shares.iter().any(|s| s.nfs) && !networks.is_empty();
         let result = if exported {
-            match run("systemctl", &["start", "nfs-server.service"], None, TIMEOUT).await {
-                Ok(_) => run("exportfs", &["-ra"], None, TIMEOUT).await,
-                Err(err) => Err(err),
+            match run_unit_job(NFS_SERVER, UnitJob::Start).await {
+                Ok(()) => run("exportfs", &["-ra"], None, TIMEOUT)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                Err(err) => Err(err.to_string()),
             }
         } else {
-            run("systemctl", &["stop", "nfs-server.service"], None, TIMEOUT).await
+            run_unit_job(NFS_SERVER, UnitJob::Stop)
+                .await
+                .map_err(|e| e.to_string())
         };
         if let Err(err) = result {
             match previous {
@@ -95,7 +105,7 @@ impl NfsFiles {
                 }
             }
             let _ = run("exportfs", &["-ra"], None, TIMEOUT).await;
-            return Err(NfsError::Reload(err.to_string()));
+            return Err(NfsError::Reload(err));
         }
         Ok(())
     }
@@ -116,7 +126,7 @@ pub fn exports_text(shares: &[Share], networks: &[Network]) -> String {
         for n in networks {
             let _ = write!(
                 out,
-                " {n}({mode},sync,no_subtree_check,all_squash,anonuid={id},anongid={id})"
+                " {n}({mode},sync,insecure,no_subtree_check,all_squash,anonuid={id},anongid={id})"
             );
         }
         out.push('\n');
@@ -214,8 +224,8 @@ mod tests {
         assert_eq!(
             lines,
             [
-                "\"/data/disks/Media\" 192.168.1.0/24(ro,sync,no_subtree_check,all_squash,anonuid=1999,anongid=1999) fd00::/64(ro,sync,no_subtree_check,all_squash,anonuid=1999,anongid=1999)",
-                "\"/data/disks/Drop Box\" 192.168.1.0/24(rw,sync,no_subtree_check,all_squash,anonuid=1999,anongid=1999) fd00::/64(rw,sync,no_subtree_check,all_squash,anonuid=1999,anongid=1999)",
+                "\"/data/disks/Media\" 192.168.1.0/24(ro,sync,insecure,no_subtree_check,all_squash,anonuid=1999,anongid=1999) fd00::/64(ro,sync,insecure,no_subtree_check,all_squash,anonuid=1999,anongid=1999)",
+                "\"/data/disks/Drop Box\" 192.168.1.0/24(rw,sync,insecure,no_subtree_check,all_squash,anonuid=1999,anongid=1999) fd00::/64(rw,sync,insecure,no_subtree_check,all_squash,anonuid=1999,anongid=1999)",
             ]
         );
     }

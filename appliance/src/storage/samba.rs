@@ -18,6 +18,7 @@ use ddaemon_runtime::command::{CommandError, run};
 use ddaemon_runtime::fs_atomic::{write_atomic, write_atomic_mode};
 
 use crate::state::{Share, UserRecord};
+use crate::system::systemd::{UnitJob, run_unit_job};
 
 /// Unix ids of ddaemon's users: 2000 + their id.
 const USER_ID_BASE: u32 = 2000;
@@ -127,22 +128,16 @@ impl SambaFiles {
     async fn reload(&self, nothing_shared: bool) -> Result<(), String> {
         match &self.reload {
             Reload::None => Ok(()),
-            Reload::Systemd => run(
-                "systemctl",
-                &[
-                    if nothing_shared {
-                        "stop"
-                    } else {
-                        "reload-or-restart"
-                    },
-                    "smbd.service",
-                ],
-                None,
-                Duration::from_secs(60),
-            )
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
+            Reload::Systemd => {
+                let job = if nothing_shared {
+                    UnitJob::Stop
+                } else {
+                    UnitJob::ReloadOrRestart
+                };
+                run_unit_job("smbd.service", job)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
             // No pid file: no smbd runs, and the next one reads the files.
             Reload::PidFile(file) if !file.exists() => Ok(()),
             Reload::PidFile(file) => {

@@ -31,6 +31,8 @@ pub enum ShareError {
     Nfs(#[from] NfsError),
     #[error(transparent)]
     State(StateError),
+    #[error("the change stopped half-way: {0}")]
+    Interrupted(String),
 }
 
 impl From<StateError> for ShareError {
@@ -144,7 +146,16 @@ impl Shares {
 
     /// Checks and adds a share, then serves it; nothing is kept if Samba
     /// refuses it.
+    /// Adds a share; it runs to its end (or its undoing) even if the
+    /// client that asked goes away.
     pub async fn add(&self, request: NewShare) -> Result<Share, ShareError> {
+        let me = self.clone();
+        tokio::spawn(async move { me.add_now(request).await })
+            .await
+            .map_err(|e| ShareError::Interrupted(e.to_string()))?
+    }
+
+    async fn add_now(&self, request: NewShare) -> Result<Share, ShareError> {
         let _busy = self.busy.lock().await;
         let share = self.check(request).await?;
         self.db.add_share(share.clone()).await?;
@@ -159,6 +170,14 @@ impl Shares {
 
     /// Stops sharing `name` (the folder and its files stay).
     pub async fn remove(&self, name: &str) -> Result<Share, ShareError> {
+        let me = self.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move { me.remove_now(&name).await })
+            .await
+            .map_err(|e| ShareError::Interrupted(e.to_string()))?
+    }
+
+    async fn remove_now(&self, name: &str) -> Result<Share, ShareError> {
         let _busy = self.busy.lock().await;
         let share = self
             .db

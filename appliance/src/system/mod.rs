@@ -10,6 +10,7 @@ mod humanize;
 mod info;
 mod power;
 pub mod reset_button;
+pub mod systemd;
 mod timezone;
 mod update;
 

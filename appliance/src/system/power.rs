@@ -4,8 +4,6 @@
 //! systemd unit) may do it: the same binary run on a developer's machine or
 //! in the tests must never reboot its host.
 
-use std::process::Stdio;
-
 /// What the owner asked the device to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -15,10 +13,10 @@ pub enum PowerAction {
 }
 
 impl PowerAction {
-    fn systemctl_verb(self) -> &'static str {
+    fn target(self) -> &'static str {
         match self {
-            Self::Restart => "reboot",
-            Self::PowerOff => "poweroff",
+            Self::Restart => "reboot.target",
+            Self::PowerOff => "poweroff.target",
         }
     }
 }
@@ -30,8 +28,8 @@ pub enum PowerError {
         "this supervisor does not control the machine it runs on (it was started without --power-control); restart or shut down the machine itself"
     )]
     NotAllowed,
-    #[error("systemctl {verb} failed: {message}")]
-    Systemctl { verb: &'static str, message: String },
+    #[error(transparent)]
+    Systemd(#[from] super::systemd::SystemdError),
 }
 
 /// Whether and how this supervisor restarts or shuts down its machine.
@@ -57,25 +55,9 @@ impl Power {
         if !self.allowed {
             return Err(PowerError::NotAllowed);
         }
-        let verb = action.systemctl_verb();
-        tracing::warn!(action = verb, "the owner asked the device to {verb}");
-        let out = tokio::process::Command::new("systemctl")
-            .args(["--no-block", verb])
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| PowerError::Systemctl {
-                verb,
-                message: e.to_string(),
-            })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(PowerError::Systemctl {
-                verb,
-                message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            })
-        }
+        let target = action.target();
+        tracing::warn!(%target, "the owner asked the device to go to {target}");
+        Ok(super::systemd::queue_final_target(target).await?)
     }
 }
 

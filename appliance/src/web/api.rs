@@ -244,7 +244,7 @@ pub async fn request_power(state: &AppState, action: PowerAction) -> Result<(), 
         PowerError::NotAllowed => {
             ApiError::new(StatusCode::CONFLICT, "power_unavailable", e.to_string())
         }
-        PowerError::Systemctl { .. } => ApiError::internal(&e),
+        PowerError::Systemd(_) => ApiError::internal(&e),
     })
 }
 

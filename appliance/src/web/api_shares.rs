@@ -28,6 +28,7 @@ pub fn share_error(err: ShareError) -> ApiError {
             err.to_string(),
         ),
         ShareError::State(e) => ApiError::internal(&e),
+        ShareError::Interrupted(_) => ApiError::internal(&err),
     }
 }
 
