@@ -318,6 +318,43 @@ async fn disks_are_listed_mounted_refused_while_in_use_remembered_and_formatted_
         b"a photo"
     );
 
+    // Pulled out while mounted: the kernel keeps a mount whose device node
+    // is gone. (A loop device cannot vanish while mounted; a node made for
+    // the media partition, mounted and removed, can.) The next hotplug
+    // event lets the mount go and removes its folder; the disk still there
+    // stays mounted.
+    let pulled = d.data().join("disks/Pulled");
+    let node = format!("/dev/ddtest-pulled-{}", std::process::id());
+    let dev = media.major_minor(&media_part);
+    let (major, minor) = dev.split_once(':').expect("major:minor");
+    sh("mknod", &[&node, "b", major, minor]);
+    std::fs::create_dir_all(&pulled).expect("mkdir");
+    sh("mount", &[&node, &pulled.to_string_lossy()]);
+    std::fs::remove_file(&node).expect("rm node");
+    std::fs::write(
+        format!("/sys/class/block/{}/uevent", media.name()),
+        "change",
+    )
+    .expect("uevent");
+    eventually(
+        "the pulled-out disk is let go",
+        Duration::from_secs(20),
+        || {
+            let mounted = mount_points_under(&d.data().join("disks"));
+            if mounted.contains(&pulled.display().to_string()) || pulled.exists() {
+                Err(format!("{mounted:?}\n{}", d.log()))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        mount_points_under(&media_dir).contains(&media_dir.display().to_string()),
+        "the attached disk stays mounted"
+    );
+    assert!(d.log().contains("a disk was pulled out while mounted"));
+
     // Format: never while mounted, never without the disk's own serial.
     let format = |disk: String, serial: &str, label: &str| json!({ "disk": disk, "serial": serial, "label": label });
     let listed = disks(&d, &s).await;
@@ -674,6 +711,30 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
         .output()
         .expect("testparm");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // A reload that fails (the smbd named is gone) puts the previous
+    // configuration back and adds nothing.
+    let mut gone = Command::new("true").spawn().expect("true");
+    let _ = gone.wait();
+    std::fs::write(&pid_link, format!("{}\n", gone.id())).expect("pid file");
+    let r = post(
+        &d,
+        &s,
+        "/api/v1/shares",
+        json!({ "name": "Late", "path": media.join("Films"), "read_only": true }),
+    )
+    .await;
+    let (status, code, _, message) = error_of(r).await;
+    assert_eq!((status, code.as_str()), (422, "samba_failed"), "{message}");
+    assert!(message.contains("put back"), "{message}");
+    assert_eq!(std::fs::read_to_string(&config).expect("conf"), before);
+    let o = d.cli(&["share", "ls"]);
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("Late"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    std::fs::remove_file(&pid_link).expect("rm pid file");
 
     let smbd = Smbd::start(
         &net.device,

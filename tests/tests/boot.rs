@@ -229,12 +229,23 @@ impl Vm {
             ))
             .arg("-drive")
             .arg(format!("file={},format=raw,if=virtio", self.disk.display()))
+            // On a PCIe port of its own, so that it can be pulled out and
+            // plugged back in (blockdev: the disk outlives its device).
             .args(self.media.iter().flat_map(|media| {
                 [
-                    "-drive".to_owned(),
-                    format!("file={},format=raw,if=none,id=media", media.display()),
+                    "-blockdev".to_owned(),
+                    format!(
+                        "driver=file,filename={},node-name=media-file",
+                        media.display()
+                    ),
+                    "-blockdev".to_owned(),
+                    "driver=raw,file=media-file,node-name=media".to_owned(),
                     "-device".to_owned(),
-                    format!("virtio-blk-pci,drive=media,serial={MEDIA_SERIAL}"),
+                    "pcie-root-port,id=media-port,chassis=1".to_owned(),
+                    "-device".to_owned(),
+                    format!(
+                        "virtio-blk-pci,bus=media-port,drive=media,id=media-disk,serial={MEDIA_SERIAL}"
+                    ),
                 ]
             }))
             .args([
@@ -297,12 +308,18 @@ impl Vm {
     /// Presses the machine's power button `times` times, `apart` from each
     /// other (QMP `system_powerdown`: an ACPI power button event).
     fn press_power_button(&self, times: u32, apart: Duration) {
+        let press = serde_json::json!({ "execute": "system_powerdown" });
+        self.qmp(&vec![press; times as usize], apart);
+    }
+
+    /// Sends QMP commands, `apart` from each other; each must be accepted.
+    fn qmp(&self, commands: &[serde_json::Value], apart: Duration) {
         use std::io::{BufRead as _, BufReader, Write as _};
         let socket =
             std::os::unix::net::UnixStream::connect(self.dir.join("qmp.sock")).expect("QMP socket");
         let mut lines = BufReader::new(socket.try_clone().expect("clone"));
-        let mut send = |command: &str| {
-            writeln!(&socket, "{{\"execute\":\"{command}\"}}").expect("QMP write");
+        let mut send = |command: &serde_json::Value| {
+            writeln!(&socket, "{command}").expect("QMP write");
             // Skip events until the command's answer.
             loop {
                 let mut line = String::new();
@@ -314,17 +331,26 @@ impl Vm {
                 }
             }
         };
-        let mut greeting = String::new();
-        BufReader::new(socket.try_clone().expect("clone"))
-            .read_line(&mut greeting)
-            .expect("QMP greeting");
-        send("qmp_capabilities");
-        for i in 0..times {
+        send(&serde_json::json!({ "execute": "qmp_capabilities" }));
+        for (i, command) in commands.iter().enumerate() {
             if i > 0 {
                 std::thread::sleep(apart);
             }
-            send("system_powerdown");
+            send(command);
         }
+    }
+
+    /// Pulls the media disk out (a hot unplug), or plugs it back in.
+    fn plug_media(&self, plugged: bool) {
+        let command = if plugged {
+            serde_json::json!({ "execute": "device_add", "arguments": {
+                "driver": "virtio-blk-pci", "bus": "media-port", "drive": "media",
+                "id": "media-disk", "serial": MEDIA_SERIAL,
+            } })
+        } else {
+            serde_json::json!({ "execute": "device_del", "arguments": { "id": "media-disk" } })
+        };
+        self.qmp(&[command], Duration::ZERO);
     }
 
     /// Waits until the supervisor's health says `setup_complete` is `want`.
@@ -396,18 +422,8 @@ impl Vm {
     fn smb(&self, what: &str, command: &str, folder: &Path) {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let o = Command::new("smbclient")
-                .current_dir(folder)
-                .args(["//127.0.0.1/Media", "-p", &self.smb_port.to_string()])
-                .args(["-U", &format!("admin%{PASSWORD}"), "-c", command])
-                .output()
-                .expect("smbclient (apt-get install smbclient)");
-            let out = format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-            if o.status.success() && !out.contains("NT_STATUS_") {
+            let (ok, out) = self.smb_in(command, folder);
+            if ok && !out.contains("NT_STATUS_") {
                 return;
             }
             assert!(
@@ -417,6 +433,26 @@ impl Vm {
             );
             std::thread::sleep(Duration::from_secs(2));
         }
+    }
+
+    /// What an `smbclient` command on the Media share prints, once.
+    fn smb_output(&self, command: &str) -> String {
+        self.smb_in(command, &self.dir).1
+    }
+
+    fn smb_in(&self, command: &str, folder: &Path) -> (bool, String) {
+        let o = Command::new("smbclient")
+            .current_dir(folder)
+            .args(["//127.0.0.1/Media", "-p", &self.smb_port.to_string()])
+            .args(["-U", &format!("admin%{PASSWORD}"), "-c", command])
+            .output()
+            .expect("smbclient (apt-get install smbclient)");
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), out)
     }
 
     /// `nfs://` for a file of the Media share over NFSv4, or NFSv3; the
@@ -941,7 +977,8 @@ fn the_x86_64_image_updates_switches_back_and_rolls_back() {
 }
 
 /// The x86_64 image through a home's days: a USB disk shared over SMB and
-/// NFS (and shared again after the power cut); a power cut while an
+/// NFS, shared again after the power cut, let go when pulled out and
+/// shared again when plugged back in; a power cut while an
 /// update is written leaves A booting with nothing lost; the reset
 /// button (the power button on this board, pressed through ACPI) five
 /// times within 10 s opens the setup wizard again with the apps kept, ten
@@ -1023,6 +1060,35 @@ fn the_x86_64_image_survives_a_power_cut_and_its_reset_button() {
     );
     let listing = vm.nfs(true, &["nfs-ls", &vm.nfs_url("", 4)]);
     assert!(listing.contains("from-smb.bin"), "{listing}");
+
+    // Pulled out while shared: the device lets go of the disk and stops
+    // offering the share; plugged back in, it is mounted and shared again.
+    vm.plug_media(false);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let disks = vm.get("/api/v1/disks").unwrap_or_default();
+        let out = vm.smb_output("ls");
+        if !disks.to_string().contains(MEDIA_SERIAL) && out.contains("NT_STATUS_BAD_NETWORK_NAME") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pulled-out disk is still offered: {disks}\n{out}\n{}",
+            vm.serial_tail()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    vm.plug_media(true);
+    let back = dir.path().join("replugged.bin");
+    vm.smb(
+        "the share once the disk is back",
+        "get from-nfs.bin replugged.bin",
+        dir.path(),
+    );
+    assert!(
+        std::fs::read(&back).expect("read") == from_nfs,
+        "from-nfs.bin changed"
+    );
 
     // Five presses within 10 s: a soft reset, the setup wizard comes back
     // and the apps stay.

@@ -234,8 +234,9 @@ impl Storage {
     }
 
     /// Mounts every remembered disk that is attached and not mounted; the
-    /// supervisor calls it at start and whenever a disk appears.
+    /// supervisor calls it at start and whenever a disk comes or goes.
     pub async fn mount_remembered(&self) {
+        self.release_vanished().await;
         let remembered = match self.db.remembered_disks().await {
             Ok(r) => r,
             Err(err) => {
@@ -254,6 +255,42 @@ impl Storage {
             if present && let Err(err) = self.mount(&r.uuid).await {
                 tracing::warn!(%err, uuid = %r.uuid, "a remembered disk could not be mounted");
             }
+        }
+    }
+
+    /// Lets go of the mounts of disks pulled out without unmounting. The
+    /// kernel keeps such a mount, every access an I/O error, and its folder
+    /// would hide the disk's return and still look shareable. A lazy
+    /// unmount frees the folder: the shares stop offering it and the disk
+    /// is mounted there again when it is back. Writes that had not reached
+    /// the disk are lost, which the log says.
+    async fn release_vanished(&self) {
+        let _busy = self.busy.lock().await;
+        let mut released = false;
+        for m in block_devices::mounts() {
+            let point = Path::new(&m.point);
+            let vanished = m.source.starts_with("/dev/") && !Path::new(&m.source).exists();
+            if !vanished || !point.starts_with(&*self.disks_dir) {
+                continue;
+            }
+            match nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) => {
+                    tracing::error!(
+                        folder = %m.point,
+                        device = %m.source,
+                        "a disk was pulled out while mounted: what was not yet written to it is lost; \
+                         it is mounted here again when it is plugged back in"
+                    );
+                    let _ = std::fs::remove_dir(point);
+                    released = true;
+                }
+                Err(err) => {
+                    tracing::warn!(folder = %m.point, %err, "cannot let go of a pulled-out disk's mount")
+                }
+            }
+        }
+        if released {
+            self.changed.notify_one();
         }
     }
 
