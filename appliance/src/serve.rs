@@ -375,14 +375,28 @@ fn start_share_sync(state: &AppState) {
     let disks = state.storage.changed();
     tokio::spawn(async move {
         let mut first = true;
+        // NFS exports and announcements follow the home network, which may
+        // come up after the supervisor (DHCP) or change.
+        let mut networks = crate::storage::nfs::home_networks();
+        let mut network_check = tokio::time::interval(std::time::Duration::from_secs(15));
         loop {
             if let Err(err) = shares.sync(first).await {
-                tracing::error!(%err, "Samba's files could not be written");
+                tracing::error!(%err, "the shares' files could not be written");
             }
             first = false;
-            tokio::select! {
-                () = accounts.notified() => {}
-                () = disks.notified() => {}
+            loop {
+                tokio::select! {
+                    () = accounts.notified() => break,
+                    () = disks.notified() => break,
+                    _ = network_check.tick() => {
+                        let now = crate::storage::nfs::home_networks();
+                        if now != networks {
+                            tracing::info!(?now, "the home network changed; exporting to it");
+                            networks = now;
+                            break;
+                        }
+                    }
+                }
             }
         }
     });

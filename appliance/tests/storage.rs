@@ -628,6 +628,7 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
     let (disk, media) = formatted_disk(&d, &s, work.path(), &udev, "Media").await;
     std::fs::create_dir(media.join("Films")).expect("mkdir");
     std::fs::create_dir(media.join("100%")).expect("mkdir");
+    std::fs::create_dir(media.join("x\" *(rw) #")).expect("mkdir");
     std::fs::create_dir(media.join("Swap")).expect("mkdir");
     std::fs::write(media.join("Films/old.txt"), b"an old film").expect("write");
 
@@ -692,6 +693,13 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
         // A name smb.conf would read as a substitution.
         (
             json!({ "name": "Pct", "path": media.join("100%"), "read_only": true }),
+            400,
+            "path",
+        ),
+        // A quote would end the path in NFS's exports and let the rest
+        // of the name export it to anyone.
+        (
+            json!({ "name": "Quote", "path": media.join("x\" *(rw) #"), "read_only": true, "nfs": true }),
             400,
             "path",
         ),

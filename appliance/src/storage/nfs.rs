@@ -113,7 +113,7 @@ impl NfsFiles {
 
 /// The exports file: one line per NFS share, each network a client entry.
 /// Paths are quoted; the shares' checks already refused what would break
-/// the quoting (control characters, backslashes).
+/// the quoting (control characters, backslashes, `"`), on every write.
 pub fn exports_text(shares: &[Share], networks: &[Network]) -> String {
     let mut out = String::from("# Written by ddaemon from its shares; edits here are replaced.\n");
     if networks.is_empty() {

@@ -124,11 +124,17 @@ impl Shares {
             })
             .collect();
         let users = self.db.users().await?;
-        self.samba.apply(&servable, &users, force).await?;
+        let samba = self.samba.apply(&servable, &users, force).await;
         let networks = home_networks();
-        self.nfs.apply(&servable, &networks, force).await?;
-        self.mdns
-            .set_device_services(file_services(&servable, !networks.is_empty()));
+        let nfs = self.nfs.apply(&servable, &networks, force).await;
+        // What is announced is what each server took, whatever the other did.
+        self.mdns.set_device_services(file_services(
+            &servable,
+            samba.is_ok(),
+            nfs.is_ok() && !networks.is_empty(),
+        ));
+        samba?;
+        nfs?;
         Ok(())
     }
 
@@ -184,7 +190,12 @@ impl Shares {
             .remove_share(name.to_owned())
             .await?
             .ok_or_else(|| ShareError::NotFound(name.to_owned()))?;
-        self.apply(false).await?;
+        if let Err(err) = self.apply(false).await {
+            // The servers kept their previous files: so does the record.
+            let _ = self.db.add_share(share.clone()).await;
+            let _ = self.apply(false).await;
+            return Err(err);
+        }
         tracing::info!(name = %share.name, "share removed");
         Ok(share)
     }
@@ -275,14 +286,15 @@ impl Shares {
                 ),
             ));
         };
+        // Nor can NFS's exports file take a `"`: it ends the quoted path.
         if text
             .chars()
-            .any(|c| c.is_control() || c == '%' || c == '\\')
+            .any(|c| c.is_control() || matches!(c, '%' | '\\' | '"'))
         {
             return Err(FieldError::new(
                 "path",
                 format!(
-                    "{text:?} has a character Samba would misread (a control character, % or \\); rename the folder"
+                    "{text:?} has a character Samba or NFS would misread (a control character, %, \\ or \"); rename the folder"
                 ),
             ));
         }
@@ -314,21 +326,25 @@ impl Shares {
     }
 }
 
-/// What the shares offer over mDNS: SMB when anything is shared; for Time
-/// Machine, `_adisk._tcp` listing its shares with the flags macOS reads
-/// (and the model Samba tells it, `fruit:model`); `_nfs._tcp` per export.
-fn file_services(shares: &[Share], nfs: bool) -> Vec<DeviceService> {
+/// What the shares offer over mDNS: with `smb`, SMB when anything is
+/// shared and, for Time Machine, `_adisk._tcp` listing its shares with the
+/// flags macOS reads (and the model Samba tells it, `fruit:model`); with
+/// `nfs`, `_nfs._tcp` per export.
+fn file_services(shares: &[Share], smb: bool, nfs: bool) -> Vec<DeviceService> {
     let mut out = Vec::new();
     if shares.is_empty() {
         return out;
     }
-    out.push(DeviceService {
-        kind: "_smb._tcp",
-        instance: None,
-        port: 445,
-        txt: Vec::new(),
-    });
-    let time_machine: Vec<(String, String)> = shares
+    let smb_shares: &[Share] = if smb { shares } else { &[] };
+    if smb {
+        out.push(DeviceService {
+            kind: "_smb._tcp",
+            instance: None,
+            port: 445,
+            txt: Vec::new(),
+        });
+    }
+    let time_machine: Vec<(String, String)> = smb_shares
         .iter()
         .filter(|s| s.time_machine)
         .enumerate()
