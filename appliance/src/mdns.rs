@@ -18,7 +18,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ddaemon_runtime::network::is_container_link;
+use ddaemon_runtime::network::{home_addresses, is_container_link};
 use mdns_sd::{DaemonEvent, IfKind, IfPredicate, RRType, ServiceDaemon, ServiceInfo};
 use tokio::sync::watch;
 
@@ -232,19 +232,9 @@ async fn stop_responder(daemon: &ServiceDaemon) {
 
 /// The addresses of the device's own interfaces (what mDNS announces).
 fn lan_addresses() -> BTreeSet<(String, IpAddr)> {
-    let Ok(all) = nix::ifaddrs::getifaddrs() else {
-        return BTreeSet::new();
-    };
-    all.filter(|i| !is_container_link(&i.interface_name))
-        .filter_map(|i| {
-            let addr = i.address?;
-            let ip = if let Some(v4) = addr.as_sockaddr_in() {
-                IpAddr::V4(v4.ip())
-            } else {
-                IpAddr::V6(addr.as_sockaddr_in6()?.ip())
-            };
-            (!ip.is_loopback()).then_some((i.interface_name, ip))
-        })
+    home_addresses()
+        .into_iter()
+        .map(|(name, a)| (name, a.ip))
         .collect()
 }
 

@@ -603,6 +603,15 @@ fn smbclient(lan: &str, args: &[&str]) -> (bool, String) {
     )
 }
 
+/// Samba's own check of what ddaemon wrote.
+fn assert_testparm_accepts(config: &Path) {
+    let o = Command::new("testparm")
+        .args(["--suppress-prompt", &config.to_string_lossy()])
+        .output()
+        .expect("testparm");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 #[tokio::test]
 async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
     let work = tempfile::tempdir().expect("tempdir");
@@ -714,11 +723,7 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
     }
     assert_eq!(std::fs::read_to_string(&config).expect("conf"), before);
     // Samba accepts what ddaemon wrote.
-    let o = Command::new("testparm")
-        .args(["--suppress-prompt", &config.to_string_lossy()])
-        .output()
-        .expect("testparm");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_testparm_accepts(&config);
 
     // A reload that fails (the smbd named is gone) puts the previous
     // configuration back and adds nothing.
@@ -880,11 +885,7 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
         let r = post(&d, &s, "/api/v1/shares", body).await;
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
     }
-    let o = Command::new("testparm")
-        .args(["--suppress-prompt", &config.to_string_lossy()])
-        .output()
-        .expect("testparm");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_testparm_accepts(&config);
     // A restarted supervisor keeps serving the same shares; it now runs on
     // the device's network, where a laptop's Avahi listens.
     let avahi = AvahiPeer::start(&net);

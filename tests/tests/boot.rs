@@ -435,6 +435,13 @@ impl Vm {
         }
     }
 
+    /// A file of the Media share, fetched by SMB (again until smbd serves it).
+    fn smb_get(&self, what: &str, remote: &str) -> Vec<u8> {
+        let local = "smb-get.bin";
+        self.smb(what, &format!("get {remote} {local}"), &self.dir);
+        std::fs::read(self.dir.join(local)).expect("the fetched file")
+    }
+
     /// What an `smbclient` command on the Media share prints, once.
     fn smb_output(&self, command: &str) -> String {
         self.smb_in(command, &self.dir).1
@@ -813,10 +820,8 @@ fn share_the_media_disk(vm: &mut Vm, dir: &Path) -> Vec<u8> {
             &vm.nfs_url("from-nfs.bin", 3),
         ],
     );
-    let back = dir.join("from-nfs.back");
-    vm.smb("smbclient get", "get from-nfs.bin from-nfs.back", dir);
     assert!(
-        std::fs::read(&back).expect("read") == written,
+        vm.smb_get("smbclient get", "from-nfs.bin") == written,
         "SMB read differs"
     );
     written
@@ -1048,14 +1053,8 @@ fn the_x86_64_image_survives_a_power_cut_and_its_reset_button() {
     let system = vm.get("/api/v1/system").expect("GET /api/v1/system");
     assert_eq!(system["device_name"], "bootdev", "{system}");
     // The disk is mounted again and shared again, by SMB and NFS.
-    let back = dir.path().join("after-cut.bin");
-    vm.smb(
-        "the share after the power cut",
-        "get from-nfs.bin after-cut.bin",
-        dir.path(),
-    );
     assert!(
-        std::fs::read(&back).expect("read") == from_nfs,
+        vm.smb_get("the share after the power cut", "from-nfs.bin") == from_nfs,
         "from-nfs.bin changed"
     );
     let listing = vm.nfs(true, &["nfs-ls", &vm.nfs_url("", 4)]);
@@ -1084,14 +1083,8 @@ fn the_x86_64_image_survives_a_power_cut_and_its_reset_button() {
         std::thread::sleep(Duration::from_secs(2));
     }
     vm.plug_media(true);
-    let back = dir.path().join("replugged.bin");
-    vm.smb(
-        "the share once the disk is back",
-        "get from-nfs.bin replugged.bin",
-        dir.path(),
-    );
     assert!(
-        std::fs::read(&back).expect("read") == from_nfs,
+        vm.smb_get("the share once the disk is back", "from-nfs.bin") == from_nfs,
         "from-nfs.bin changed"
     );
 

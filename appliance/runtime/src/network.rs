@@ -8,7 +8,7 @@
 //! transaction) from the persisted state at every change.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +25,37 @@ pub const BRIDGE: &str = "ddaemon0";
 /// container's veth end), not one of the device's own.
 pub fn is_container_link(name: &str) -> bool {
     name == BRIDGE || name.starts_with("vd")
+}
+
+/// An address of one of the device's own interfaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HomeAddress {
+    pub ip: IpAddr,
+    /// The prefix length of its network.
+    pub prefix: u8,
+}
+
+/// The addresses of the device's own interfaces, by interface: not
+/// loopback, not the containers' bridge or veths.
+pub fn home_addresses() -> Vec<(String, HomeAddress)> {
+    let Ok(all) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    all.filter(|i| !is_container_link(&i.interface_name))
+        .filter_map(|i| {
+            let (addr, mask) = (i.address?, i.netmask);
+            let (ip, prefix) = if let Some(v4) = addr.as_sockaddr_in() {
+                let bits = mask.and_then(|m| m.as_sockaddr_in().map(|m| u32::from(m.ip())));
+                (IpAddr::V4(v4.ip()), bits.map_or(32, u32::count_ones))
+            } else {
+                let v6 = addr.as_sockaddr_in6()?;
+                let bits = mask.and_then(|m| m.as_sockaddr_in6().map(|m| u128::from(m.ip())));
+                (IpAddr::V6(v6.ip()), bits.map_or(128, u128::count_ones))
+            };
+            let prefix = u8::try_from(prefix).unwrap_or(128);
+            (!ip.is_loopback()).then_some((i.interface_name, HomeAddress { ip, prefix }))
+        })
+        .collect()
 }
 const TIMEOUT: Duration = Duration::from_secs(20);
 

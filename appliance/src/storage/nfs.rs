@@ -137,38 +137,26 @@ pub fn exports_text(shares: &[Share], networks: &[Network]) -> String {
 /// The networks of the device's own interfaces: not loopback, not the
 /// container bridge or its veths, not link-local IPv6.
 pub fn home_networks() -> Vec<Network> {
-    let Ok(all) = nix::ifaddrs::getifaddrs() else {
-        return Vec::new();
-    };
-    let mut found: Vec<Network> = all
-        .filter(|i| !ddaemon_runtime::network::is_container_link(&i.interface_name))
-        .filter_map(|i| {
-            let addr = i.address?;
-            let mask = i.netmask?;
-            if let (Some(a), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
-                let ip = a.ip();
-                if ip.is_loopback() {
-                    return None;
-                }
-                let bits = u32::from(m.ip());
-                let prefix = u8::try_from(bits.count_ones()).unwrap_or(32);
-                let net = u32::from(ip) & bits;
-                return Some(Network {
-                    addr: IpAddr::V4(net.into()),
-                    prefix,
-                });
+    let mut found: Vec<Network> = ddaemon_runtime::network::home_addresses()
+        .into_iter()
+        .filter_map(|(_, a)| match a.ip {
+            IpAddr::V4(ip) => {
+                let bits = u32::MAX.checked_shl(32 - u32::from(a.prefix)).unwrap_or(0);
+                Some(Network {
+                    addr: IpAddr::V4((u32::from(ip) & bits).into()),
+                    prefix: a.prefix,
+                })
             }
-            let (a, m) = (addr.as_sockaddr_in6()?, mask.as_sockaddr_in6()?);
-            let ip = a.ip();
-            if ip.is_loopback() || (ip.segments()[0] & 0xffc0) == 0xfe80 {
-                return None;
+            IpAddr::V6(ip) if (ip.segments()[0] & 0xffc0) == 0xfe80 => None,
+            IpAddr::V6(ip) => {
+                let bits = u128::MAX
+                    .checked_shl(128 - u32::from(a.prefix))
+                    .unwrap_or(0);
+                Some(Network {
+                    addr: IpAddr::V6((u128::from(ip) & bits).into()),
+                    prefix: a.prefix,
+                })
             }
-            let bits = u128::from(m.ip());
-            let prefix = u8::try_from(bits.count_ones()).unwrap_or(128);
-            Some(Network {
-                addr: IpAddr::V6((u128::from(ip) & bits).into()),
-                prefix,
-            })
         })
         .collect();
     found.sort();

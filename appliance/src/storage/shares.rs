@@ -332,49 +332,43 @@ impl Shares {
 /// `nfs`, `_nfs._tcp` per export.
 fn file_services(shares: &[Share], smb: bool, nfs: bool) -> Vec<DeviceService> {
     let mut out = Vec::new();
-    if shares.is_empty() {
-        return out;
-    }
-    let smb_shares: &[Share] = if smb { shares } else { &[] };
-    if smb {
+    if smb && !shares.is_empty() {
         out.push(DeviceService {
             kind: "_smb._tcp",
             instance: None,
             port: 445,
             txt: Vec::new(),
         });
-    }
-    let time_machine: Vec<(String, String)> = smb_shares
-        .iter()
-        .filter(|s| s.time_machine)
-        .enumerate()
-        .map(|(i, s)| (format!("dk{i}"), format!("adVN={},adVF=0x82", s.name)))
-        .collect();
-    if !time_machine.is_empty() {
-        let mut txt = vec![("sys".to_owned(), "waMa=0,adVF=0x100".to_owned())];
-        txt.extend(time_machine);
-        out.push(DeviceService {
-            kind: "_adisk._tcp",
-            instance: None,
-            port: 9,
-            txt,
-        });
-        out.push(DeviceService {
-            kind: "_device-info._tcp",
-            instance: None,
-            port: 0,
-            txt: vec![("model".to_owned(), super::samba::FRUIT_MODEL.to_owned())],
-        });
-    }
-    if nfs {
-        for s in shares.iter().filter(|s| s.nfs) {
+        let disks: Vec<(String, String)> = shares
+            .iter()
+            .filter(|s| s.time_machine)
+            .enumerate()
+            .map(|(i, s)| (format!("dk{i}"), format!("adVN={},adVF=0x82", s.name)))
+            .collect();
+        if !disks.is_empty() {
+            let mut txt = vec![("sys".to_owned(), "waMa=0,adVF=0x100".to_owned())];
+            txt.extend(disks);
             out.push(DeviceService {
-                kind: "_nfs._tcp",
-                instance: Some(s.name.clone()),
-                port: 2049,
-                txt: vec![("path".to_owned(), s.path.clone())],
+                kind: "_adisk._tcp",
+                instance: None,
+                port: 9,
+                txt,
+            });
+            out.push(DeviceService {
+                kind: "_device-info._tcp",
+                instance: None,
+                port: 0,
+                txt: vec![("model".to_owned(), super::samba::FRUIT_MODEL.to_owned())],
             });
         }
+    }
+    if nfs {
+        out.extend(shares.iter().filter(|s| s.nfs).map(|s| DeviceService {
+            kind: "_nfs._tcp",
+            instance: Some(s.name.clone()),
+            port: 2049,
+            txt: vec![("path".to_owned(), s.path.clone())],
+        }));
     }
     out
 }
