@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::avahi::AvahiPeer;
-use common::{Daemon, Session, error_of, eventually};
+use common::{Daemon, Session, error_of, eventually, mount_points_under};
 use serde_json::{Value, json};
 
 fn sh(program: &str, args: &[&str]) -> String {
@@ -108,27 +108,6 @@ impl Drop for LoopDisk {
     }
 }
 
-/// Unmounts (lazily) whatever is still mounted under `dir`: a failed test
-/// must not leave mounts behind.
-struct MountSweeper(PathBuf);
-
-impl Drop for MountSweeper {
-    fn drop(&mut self) {
-        for point in mount_points_under(&self.0) {
-            let _ = Command::new("umount").args(["-l", &point]).status();
-        }
-    }
-}
-
-fn mount_points_under(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .collect()
-}
-
 async fn disks(d: &Daemon, s: &Session) -> Vec<Value> {
     let r = d.get_as("/api/v1/disks", &s.header()).await;
     assert_eq!(r.status(), 200);
@@ -213,7 +192,6 @@ async fn disks_are_listed_mounted_refused_while_in_use_remembered_and_formatted_
         vec!["--udev-data".into(), udev.display().to_string()],
     )
     .await;
-    let _sweeper = MountSweeper(d.data().join("disks"));
     let s = d.set_up().await;
 
     // Listed with what udev knows and what the filesystems say; the
@@ -632,7 +610,6 @@ async fn shares_are_served_by_a_real_smbd_to_their_users_only() {
         ],
     )
     .await;
-    let _sweeper = MountSweeper(d.data().join("disks"));
     let s = d.set_up().await;
     let (disk, media) = formatted_disk(&d, &s, work.path(), &udev, "Media").await;
     std::fs::create_dir(media.join("Films")).expect("mkdir");

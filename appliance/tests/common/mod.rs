@@ -406,7 +406,30 @@ impl Drop for Daemon {
                 }
             }
         }
+        // A container's root filesystem outlives its killed shim; without
+        // this every run would leave overlays mounted under /tmp.
+        unmount_under(self.dir.path());
     }
+}
+
+/// Lazily unmounts everything mounted at or below `dir`, deepest first.
+pub fn unmount_under(dir: &Path) {
+    let mut points = mount_points_under(dir);
+    points.sort_by_key(|p| std::cmp::Reverse(Path::new(p).components().count()));
+    for point in points {
+        let _ = nix::mount::umount2(point.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// The mount points at or below `dir`, as mountinfo spells them (tempdirs
+/// have nothing it would escape).
+pub fn mount_points_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect()
 }
 
 /// A logged-in client's credentials.
