@@ -9,6 +9,7 @@
 
 pub mod apps;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod field_error;
 pub mod logging;

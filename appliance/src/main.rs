@@ -134,6 +134,13 @@ enum Command {
         #[command(subcommand)]
         action: ShareAction,
     },
+    /// Backups: where they go, run, list, restore, check.
+    Backup {
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+        socket: PathBuf,
+        #[command(subcommand)]
+        action: BackupAction,
+    },
     /// System updates: status, install a signed bundle, switch back.
     Update {
         #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
@@ -186,6 +193,68 @@ enum ShareAction {
     },
     /// Stop sharing a folder (its files stay).
     Rm { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupAction {
+    /// Choose where backups go (one of --folder, --rest, --sftp, --rclone).
+    Target {
+        /// A folder on an attached disk.
+        #[arg(long, value_name = "PATH", group = "place")]
+        folder: Option<PathBuf>,
+        /// A restic REST server: http://[user:password@]host:port/path.
+        #[arg(long, value_name = "URL", group = "place")]
+        rest: Option<String>,
+        /// An SFTP server as USER@HOST:PATH, logged into with the device's
+        /// key (`ddaemon backup status` shows it).
+        #[arg(long, value_name = "USER@HOST:PATH", group = "place")]
+        sftp: Option<String>,
+        #[arg(long, default_value_t = 22)]
+        port: u16,
+        /// An rclone remote NAME:PATH, with --rclone-config.
+        #[arg(long, value_name = "NAME:PATH", group = "place")]
+        rclone: Option<String>,
+        /// A file holding the remote's section of an rclone.conf.
+        #[arg(long, value_name = "FILE", requires = "rclone")]
+        rclone_config: Option<PathBuf>,
+        /// Daily backup time (HH:MM, the device's time zone).
+        #[arg(long, default_value = "03:00")]
+        time: String,
+        /// Run backups only when asked.
+        #[arg(long)]
+        no_schedule: bool,
+        #[arg(long, default_value_t = 7)]
+        keep_daily: u32,
+        #[arg(long, default_value_t = 4)]
+        keep_weekly: u32,
+        #[arg(long, default_value_t = 12)]
+        keep_monthly: u32,
+        /// The recovery key of backups already at the target.
+        #[arg(long, value_name = "KEY")]
+        recovery_key: Option<String>,
+    },
+    /// Back up now and wait until it is done.
+    Run,
+    /// The snapshots in the repository.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore one app's data (--app) or the whole device from a snapshot.
+    Restore {
+        /// A snapshot id (or its first 8 characters); for the whole device,
+        /// the latest when left out.
+        snapshot: Option<String>,
+        #[arg(long, value_name = "ID")]
+        app: Option<String>,
+    },
+    /// Check the repository and wait for the result.
+    Check,
+    /// Settings, the latest runs, and the device's SSH key.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -426,6 +495,9 @@ fn main() -> anyhow::Result<()> {
         Command::Share { socket, action } => {
             runtime.block_on(share(&ApiClient::new(&socket), action))
         }
+        Command::Backup { socket, action } => {
+            runtime.block_on(backup(&ApiClient::new(&socket), action))
+        }
         Command::Update { socket, action } => {
             runtime.block_on(update(&ApiClient::new(&socket), action))
         }
@@ -446,6 +518,170 @@ fn main() -> anyhow::Result<()> {
         Command::App { socket, action } => runtime.block_on(app(&ApiClient::new(&socket), action)),
         Command::Shim { .. } | Command::RunBundle { .. } => Ok(()),
     }
+}
+
+/// Waits for the job just started and fails if it failed.
+async fn follow_backup_job(client: &ApiClient, kind: &str) -> anyhow::Result<()> {
+    let status = ddaemon::cli::backups::follow(client).await?;
+    let Some(run) = status.runs.iter().find(|r| r.kind == kind) else {
+        anyhow::bail!("the {kind} left no record");
+    };
+    match run.ok {
+        Some(true) => Ok(()),
+        _ => anyhow::bail!(
+            "the {kind} failed: {}",
+            run.error.as_deref().unwrap_or("no reason recorded")
+        ),
+    }
+}
+
+async fn backup(client: &ApiClient, action: BackupAction) -> anyhow::Result<()> {
+    use ddaemon::backup::{ConfigRequest, Retention, Schedule, Target};
+    use ddaemon::cli::backups;
+    match action {
+        BackupAction::Target {
+            folder,
+            rest,
+            sftp,
+            port,
+            rclone,
+            rclone_config,
+            time,
+            no_schedule,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            recovery_key,
+        } => {
+            let target = match (folder, rest, sftp, rclone) {
+                (Some(path), ..) => Target::Folder {
+                    path: std::path::absolute(&path)?.to_string_lossy().into_owned(),
+                },
+                (_, Some(url), ..) => Target::Rest { url },
+                (_, _, Some(spec), _) => {
+                    let (user, rest) = spec.split_once('@').context("--sftp is USER@HOST:PATH")?;
+                    let (host, path) = rest.split_once(':').context("--sftp is USER@HOST:PATH")?;
+                    Target::Sftp {
+                        host: host.into(),
+                        port,
+                        user: user.into(),
+                        path: path.into(),
+                    }
+                }
+                (_, _, _, Some(remote)) => {
+                    let file = rclone_config.context("--rclone needs --rclone-config FILE")?;
+                    let config = std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?;
+                    Target::Rclone { remote, config }
+                }
+                _ => anyhow::bail!("say where: --folder, --rest, --sftp or --rclone"),
+            };
+            let request = ConfigRequest {
+                target,
+                schedule: Schedule {
+                    enabled: !no_schedule,
+                    time,
+                },
+                retention: Retention {
+                    daily: keep_daily,
+                    weekly: keep_weekly,
+                    monthly: keep_monthly,
+                },
+                recovery_key,
+            };
+            let done = backups::configure(client, &request)
+                .await
+                .context("the backup target was not set")?;
+            if let Some(key) = done.recovery_key {
+                println!(
+                    "Recovery key: {key}\n\nWrite it down and keep it away from this device. \
+                     Without it nobody, not even you, can read these backups on another \
+                     device; it is shown only this once."
+                );
+            }
+            println!(
+                "{}",
+                if done.created {
+                    "A new backup repository was created."
+                } else {
+                    "The backups already there will be added to."
+                }
+            );
+        }
+        BackupAction::Run => {
+            backups::start(client, "run", &serde_json::json!({})).await?;
+            follow_backup_job(client, "backup").await?;
+            let status = backups::status(client).await?;
+            if let Some(run) = status.runs.first() {
+                println!(
+                    "Backed up in {:.1} s: {} new, {} new files, {} changed.",
+                    run.seconds,
+                    ddaemon::system::format_bytes(run.bytes_added),
+                    run.files_new,
+                    run.files_changed
+                );
+                for p in &run.paused {
+                    println!("{} was paused for {:.1} s", p.app, p.seconds);
+                }
+            }
+        }
+        BackupAction::Ls { json } => {
+            let list = backups::snapshots(client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", backups::snapshots_text(&list));
+            }
+        }
+        BackupAction::Restore { snapshot, app } => {
+            backups::start(
+                client,
+                "restore",
+                &serde_json::json!({ "app": app, "snapshot": snapshot }),
+            )
+            .await
+            .context("the restore did not start")?;
+            if app.is_some() {
+                follow_backup_job(client, "restore").await?;
+                println!("Restored.");
+            } else {
+                println!("Restoring the device; it restarts when done.");
+            }
+        }
+        BackupAction::Check => {
+            backups::start(client, "check", &serde_json::json!({})).await?;
+            follow_backup_job(client, "check").await?;
+            println!("The backups are sound.");
+        }
+        BackupAction::Status { json } => {
+            let status = backups::status(client).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                match &status.target_description {
+                    Some(t) => println!("Backups go to {t}."),
+                    None => println!("Backups are not set up."),
+                }
+                for run in status.runs.iter().take(5) {
+                    println!(
+                        "{} {}: {}",
+                        run.kind,
+                        run.started_at,
+                        match run.ok {
+                            Some(true) => "done".to_owned(),
+                            Some(false) =>
+                                format!("failed: {}", run.error.as_deref().unwrap_or("")),
+                            None => "running".to_owned(),
+                        }
+                    );
+                }
+                if let Some(key) = &status.ssh_public_key {
+                    println!("SFTP key: {key}");
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn share(client: &ApiClient, action: ShareAction) -> anyhow::Result<()> {

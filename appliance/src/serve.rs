@@ -166,6 +166,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     );
     let routes = proxy.routes.clone();
     let db_for_storage = db.clone();
+    let db_for_backups = db.clone();
     let state = AppState::new(
         db,
         zones,
@@ -215,9 +216,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 },
                 mdns.clone(),
             ),
+            backups: crate::backup::Backups::new(db_for_backups, apps.clone(), &options.data_dir),
         },
     );
     start_share_sync(&state);
+    crate::backup::schedule::start(state.backups.clone(), state.db.clone());
+    let restart = state.backups.restart_requested();
     start_disk_watch(&state.storage);
     // Before setup the device answers as ddaemon.local, the name the
     // owner types to reach the setup page.
@@ -306,6 +310,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         result = &mut servers => result.map(drop),
         _ = term.recv() => shut_down(&stop_tx, &mut servers, "SIGTERM").await,
         _ = int.recv() => shut_down(&stop_tx, &mut servers, "SIGINT").await,
+        // systemd starts the supervisor again (Restart=always), which then
+        // loads the restored state.
+        () = restart.notified() => shut_down(&stop_tx, &mut servers, "restore").await,
     };
     remove_socket(&options.socket);
     let _ = stop_tx.send(true);

@@ -763,6 +763,35 @@ impl AppManager {
         Ok(())
     }
 
+    /// Stops a running app's containers for a moment (a backup or restore
+    /// of its data) without recording it as stopped: if the supervisor dies
+    /// meanwhile, it starts the app again. Returns whether it was running.
+    pub async fn pause(&self, id: &str) -> Result<bool, AppError> {
+        let record = self.settled(id).await?;
+        if !record.running {
+            return Ok(false);
+        }
+        for s in start_order(&record.manifest).into_iter().rev() {
+            self.inner
+                .containers
+                .stop(&container_id(id, &s.name))
+                .await?;
+        }
+        Ok(true)
+    }
+
+    /// Starts what [`pause`](Self::pause) stopped.
+    pub async fn resume(&self, id: &str) -> Result<(), AppError> {
+        let record = self.settled(id).await?;
+        for s in start_order(&record.manifest) {
+            self.inner
+                .containers
+                .start(&container_id(id, &s.name))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Stops and starts an app.
     pub async fn restart(&self, id: &str) -> Result<(), AppError> {
         self.stop(id).await?;

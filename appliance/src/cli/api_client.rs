@@ -113,9 +113,10 @@ impl ApiClient {
         serde_json::from_slice(&collect(response).await?).map_err(ClientError::Decode)
     }
 
-    /// `POST path` with a JSON body; the answer as a response to read on.
-    pub async fn post_json(
+    /// `METHOD path` with a JSON body; the answer as a response to read on.
+    pub async fn send_json(
         &self,
+        method: Method,
         path: &str,
         body: &impl Serialize,
     ) -> Result<Response<Incoming>, ClientError> {
@@ -123,8 +124,16 @@ impl ApiClient {
         let body = Full::new(Bytes::from(bytes))
             .map_err(|never| match never {})
             .boxed();
-        self.send(Method::POST, path, "application/json", body)
-            .await
+        self.send(method, path, "application/json", body).await
+    }
+
+    /// `POST path` with a JSON body; the answer as a response to read on.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<Response<Incoming>, ClientError> {
+        self.send_json(Method::POST, path, body).await
     }
 
     /// `POST path` with a JSON body, the answer decoded from JSON.

@@ -3,6 +3,7 @@
 
 mod api_client;
 pub mod apps;
+pub mod backups;
 pub mod containers;
 pub mod disks;
 pub mod images;

@@ -73,6 +73,15 @@ const MIGRATIONS: &[&str] = &[
         created_at   INTEGER NOT NULL
     ) STRICT;
     ALTER TABLE users ADD COLUMN nt_hash TEXT;",
+    // 6: backups, checks and restores that ran (their report is JSON: what
+    // the page shows of a run).
+    "CREATE TABLE backup_runs (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind        TEXT NOT NULL,
+        started_at  INTEGER NOT NULL,
+        finished_at INTEGER,
+        report      TEXT NOT NULL
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.

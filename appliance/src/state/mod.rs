@@ -8,6 +8,7 @@
 
 mod accounts;
 mod apps;
+mod backups;
 mod disks;
 mod external_apps;
 mod migrations;
@@ -16,6 +17,7 @@ mod shares;
 
 pub use accounts::{NewSession, SessionRecord, UserRecord};
 pub use apps::{AppPhase, AppRecord, AppStep};
+pub use backups::BackupRunRow;
 pub use disks::RememberedDisk;
 pub use external_apps::ExternalApp;
 pub use settings::{DeviceSettings, SetupRecord};

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod api_apps;
+pub mod api_backups;
 pub mod api_catalog;
 pub mod api_containers;
 pub mod api_disks;
@@ -90,6 +91,20 @@ pub fn router(state: AppState) -> Router {
         .route("/disks/format", post(api_disks::format))
         .route("/shares", get(api_shares::list).post(api_shares::add))
         .route("/shares/{name}", axum::routing::delete(api_shares::remove))
+        .route("/backups", get(api_backups::status))
+        .route(
+            "/backups/config",
+            axum::routing::put(api_backups::configure),
+        )
+        .route("/backups/run", post(api_backups::run))
+        .route("/backups/check", post(api_backups::check))
+        .route("/backups/snapshots", get(api_backups::snapshots))
+        .route("/backups/restore", post(api_backups::restore))
+        .route("/backups/ssh-key", get(api_backups::ssh_key))
+        .route(
+            "/setup/restore",
+            get(api_backups::setup_restore_status).post(api_backups::setup_restore),
+        )
         .route("/openapi.json", get(openapi::serve))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed);

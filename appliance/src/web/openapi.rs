@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::api_error::{ErrorBody, ErrorDetail};
 use super::{
-    api, api_apps, api_catalog, api_containers, api_disks, api_external, api_images, api_shares,
-    api_update,
+    api, api_apps, api_backups, api_catalog, api_containers, api_disks, api_external, api_images,
+    api_shares, api_update,
 };
 use crate::setup::SetupRequest;
 use crate::system::{DiskUse, MemoryUse, SystemInfo};
@@ -25,7 +25,10 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_apps::list, api_apps::get, api_apps::install, api_apps::start, api_apps::stop,
         api_apps::restart, api_apps::update, api_apps::remove, api_apps::logs,
         api_disks::list, api_disks::mount, api_disks::unmount, api_disks::format,
-        api_shares::list, api_shares::add, api_shares::remove
+        api_shares::list, api_shares::add, api_shares::remove,
+        api_backups::status, api_backups::configure, api_backups::run, api_backups::check,
+        api_backups::snapshots, api_backups::restore, api_backups::ssh_key,
+        api_backups::setup_restore, api_backups::setup_restore_status
     ),
     components(schemas(
         api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone, api::PowerRequest, crate::system::PowerAction, crate::system::UpdateStatus, crate::system::SlotView, crate::system::UpdateJob, api_update::UpdateApplied,
@@ -35,7 +38,11 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_external::NewExternalApp, crate::state::ExternalApp, api_catalog::CatalogEntry,
         api_apps::AppView, api_apps::ServiceView, api_apps::InstallRequest, api_apps::UpdateRequest,
         crate::storage::Disk, crate::storage::Volume, api_disks::VolumeRequest, api_disks::FormatRequest, api_disks::Mounted,
-        crate::state::Share, crate::storage::shares::NewShare
+        crate::state::Share, crate::storage::shares::NewShare,
+        crate::backup::BackupStatus, crate::backup::BackupConfig, crate::backup::ConfigRequest,
+        crate::backup::Configured, crate::backup::Target, crate::backup::Schedule, crate::backup::Retention,
+        crate::backup::JobView, crate::backup::RunReport, crate::backup::Pause, crate::backup::SnapshotInfo,
+        api_backups::RestoreRequest, api_backups::SshKeyView, api_backups::SetupRestoreRequest
     )),
     modifiers(&Security)
 )]

@@ -48,6 +48,8 @@ pub struct AppState {
     pub storage: crate::storage::Storage,
     /// Shared folders (Samba).
     pub shares: crate::storage::shares::Shares,
+    /// Backups.
+    pub backups: crate::backup::Backups,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -74,6 +76,7 @@ pub struct Parts {
     pub updates: crate::system::Updates,
     pub storage: crate::storage::Storage,
     pub shares: crate::storage::shares::Shares,
+    pub backups: crate::backup::Backups,
 }
 
 impl AppState {
@@ -98,6 +101,7 @@ impl AppState {
             updates,
             storage,
             shares,
+            backups,
         } = parts;
         let hasher = PasswordHasher::default();
         Self {
@@ -119,6 +123,7 @@ impl AppState {
             updates,
             storage,
             shares,
+            backups,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }
