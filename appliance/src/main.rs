@@ -223,6 +223,8 @@ enum BackupAction {
         /// Run backups only when asked.
         #[arg(long)]
         no_schedule: bool,
+        #[arg(long, default_value_t = 3)]
+        keep_last: u32,
         #[arg(long, default_value_t = 7)]
         keep_daily: u32,
         #[arg(long, default_value_t = 4)]
@@ -548,6 +550,7 @@ async fn backup(client: &ApiClient, action: BackupAction) -> anyhow::Result<()> 
             rclone_config,
             time,
             no_schedule,
+            keep_last,
             keep_daily,
             keep_weekly,
             keep_monthly,
@@ -583,6 +586,7 @@ async fn backup(client: &ApiClient, action: BackupAction) -> anyhow::Result<()> 
                     time,
                 },
                 retention: Retention {
+                    last: keep_last,
                     daily: keep_daily,
                     weekly: keep_weekly,
                     monthly: keep_monthly,

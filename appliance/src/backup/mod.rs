@@ -276,10 +276,11 @@ impl Backups {
     pub async fn configure(&self, request: ConfigRequest) -> Result<Configured, BackupError> {
         request.target.validate(&self.inner.data_dir)?;
         request.schedule.validate()?;
-        if request.retention.daily + request.retention.weekly + request.retention.monthly == 0 {
+        let r = request.retention;
+        if r.last + r.daily + r.weekly + r.monthly == 0 {
             return Err(FieldError::new(
                 "retention",
-                "keeps nothing; keep at least one daily, weekly or monthly snapshot",
+                "keeps nothing; keep at least the latest snapshot",
             )
             .into());
         }
@@ -556,6 +557,21 @@ impl Backups {
 }
 
 impl Backups {
+    /// Records the runs a stopped supervisor left unfinished as failed.
+    pub async fn close_interrupted_runs(&self) -> Result<(), BackupError> {
+        for row in self.inner.db.unfinished_backup_runs().await? {
+            let mut report: RunReport = serde_json::from_str(&row.report).unwrap_or_default();
+            report.ok = Some(false);
+            report.error = Some("interrupted: the supervisor stopped before it ended".into());
+            tracing::warn!(kind = %row.kind, started_at = row.started_at, "a backup run was interrupted");
+            self.inner
+                .db
+                .finish_backup_run(row.id, serde_json::to_string(&report).unwrap_or_default())
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Whether a run is under way.
     pub fn busy(&self) -> bool {
         self.inner

@@ -241,11 +241,15 @@ pub struct Saved {
     pub files_changed: u64,
 }
 
-/// Retention: how many daily, weekly and monthly snapshots of each app and
-/// of the state are kept.
+/// Retention: how many of the latest, daily, weekly and monthly snapshots
+/// of each app and of the state are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Retention {
+    /// The latest ones, whatever their day (a backup made by hand before
+    /// a change is not forgotten the same night).
+    #[serde(default = "three")]
+    pub last: u32,
     pub daily: u32,
     pub weekly: u32,
     pub monthly: u32,
@@ -254,11 +258,16 @@ pub struct Retention {
 impl Default for Retention {
     fn default() -> Self {
         Self {
+            last: three(),
             daily: 7,
             weekly: 4,
             monthly: 12,
         }
     }
+}
+
+fn three() -> u32 {
+    3
 }
 
 fn i32_of(n: u32) -> i32 {
@@ -310,6 +319,7 @@ impl Repo {
     /// state's counted apart) and deletes the data only they used.
     pub fn forget_and_prune(&self, keep: Retention) -> Result<usize, RepoError> {
         let options = KeepOptions::default()
+            .keep_last(Some(i32_of(keep.last)))
             .keep_daily(Some(i32_of(keep.daily)))
             .keep_weekly(Some(i32_of(keep.weekly)))
             .keep_monthly(Some(i32_of(keep.monthly)));

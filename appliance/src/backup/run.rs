@@ -340,14 +340,36 @@ impl Backups {
         let this = self.clone();
         tokio::spawn(async move {
             let _guard = guard;
-            let mut ok = false;
-            this.record("restore", |report| async {
-                let result = this.restore_device(&config, &state.id, &apps).await;
-                ok = result.is_ok();
-                (report, result)
-            })
-            .await;
-            if ok {
+            let (started, started_at) = (Instant::now(), super::now_unix());
+            let result = this.restore_device(&config, &state.id, &apps).await;
+            // Recorded afterwards: the run's row would otherwise be in the
+            // database the restore replaced.
+            let report = RunReport {
+                kind: "restore".into(),
+                ok: Some(result.is_ok()),
+                error: result.as_ref().err().map(ToString::to_string),
+                seconds: started.elapsed().as_secs_f64(),
+                snapshots: std::iter::once(state.id.clone())
+                    .chain(apps.iter().map(|(_, id)| id.clone()))
+                    .collect(),
+                ..RunReport::default()
+            };
+            if let Err(err) = &result {
+                tracing::error!(%err, "the restore failed");
+            }
+            if let Err(err) = this
+                .inner
+                .db
+                .add_finished_backup_run(
+                    "restore",
+                    started_at,
+                    serde_json::to_string(&report).unwrap_or_default(),
+                )
+                .await
+            {
+                tracing::error!(%err, "cannot record the restore");
+            }
+            if result.is_ok() {
                 tracing::warn!("the device was restored; restarting to load it");
                 this.inner.restart.notify_one();
             }

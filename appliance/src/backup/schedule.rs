@@ -85,6 +85,9 @@ const CHECK_EVERY: i64 = 7 * 86_400;
 /// minutes, so a change takes effect without a restart.
 pub fn start(backups: super::Backups, db: crate::state::StateDb) {
     tokio::spawn(async move {
+        if let Err(err) = backups.close_interrupted_runs().await {
+            tracing::error!(%err, "cannot record interrupted backup runs");
+        }
         loop {
             let now = super::now_unix();
             let timezone = db.device_settings().await.ok().and_then(|s| s.timezone);

@@ -79,6 +79,39 @@ impl StateDb {
         .await
     }
 
+    /// Records a run that already ended (a whole-device restore, which
+    /// replaces the database it started in).
+    pub async fn add_finished_backup_run(
+        &self,
+        kind: &str,
+        started_at: i64,
+        report: String,
+    ) -> Result<(), StateError> {
+        let db = self.clone();
+        let kind = kind.to_owned();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO backup_runs (kind, started_at, finished_at, report) VALUES (?1, ?2, ?3, ?4)",
+                params![kind, started_at, now_unix(), report],
+            )
+            .map(|_| ())
+            .map_err(|e| db.sqlite_error(e))
+        })
+        .await
+    }
+
+    /// Runs left unfinished by a supervisor that stopped (a crash, a power
+    /// cut, or a restored database copied while its backup ran); returns
+    /// their ids, to be recorded as failed.
+    pub async fn unfinished_backup_runs(&self) -> Result<Vec<BackupRunRow>, StateError> {
+        Ok(self
+            .backup_runs(u32::MAX)
+            .await?
+            .into_iter()
+            .filter(|r| r.finished_at.is_none())
+            .collect())
+    }
+
     /// The latest runs, newest first.
     pub async fn backup_runs(&self, limit: u32) -> Result<Vec<BackupRunRow>, StateError> {
         let db = self.clone();

@@ -1,0 +1,530 @@
+//! Backups end to end: a real supervisor with an installed app backs up
+//! into a restic repository, and the stock `restic` (Debian's) lists the
+//! snapshots with our tags, checks the repository and restores the files
+//! byte for byte. Then: an incremental backup adds only the change, an app
+//! goes back to an older snapshot, retention forgets and prunes, a kill -9
+//! half-way leaves a repository restic still checks, wrong keys and a dead
+//! server are refused by field; and a fresh device restores everything
+//! from a REST server (`rclone serve restic`) through the setup wizard.
+
+mod common;
+#[path = "../runtime/tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::test_net::TestNet;
+use common::{Daemon, eventually};
+use serde_json::{Value, json};
+use support::registry_server::RegistryServer;
+use support::test_images::{Compress, Layout, busybox_layer};
+
+fn push_image(registry: &RegistryServer, dir: &Path) {
+    let layout_dir = dir.join("layout");
+    let mut layout = Layout::new(&layout_dir);
+    let image = layout.image(
+        "amd64",
+        None,
+        &[(busybox_layer(), Compress::Gzip)],
+        &["/bin/sh"],
+    );
+    layout.tag(&image, "1");
+    registry.push(&layout_dir, "1", "t/notes:1");
+}
+
+fn manifest(registry: &str) -> String {
+    format!(
+        r#"schema_version = 1
+id = "notes"
+title = "Notes"
+description = "keeps files"
+category = "tools"
+icon = "icon.svg"
+version = "1"
+upstream = ""
+architectures = ["amd64", "arm64"]
+start_timeout_secs = 15
+
+[web]
+service = "main"
+port = 80
+has_login = false
+
+[[services]]
+name = "main"
+image = "{registry}/t/notes:1"
+command = ["/bin/sh", "-c", "echo ok > /tmp/index.html; trap 'exit 0' TERM; /bin/httpd -f -p 80 -h /tmp & wait"]
+ports = [80]
+volumes = [{{ name = "files", path = "/files" }}]
+health = {{ http = {{ port = 80, path = "/" }} }}
+"#
+    )
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn restic(repo: &str, key: &str, args: &[&str]) -> Output {
+    Command::new("restic")
+        .args(["-r", repo, "--no-cache"])
+        .args(args)
+        .env("RESTIC_PASSWORD", key)
+        .output()
+        .expect("restic")
+}
+
+/// The JSON API over the control socket: status and body.
+fn api(d: &Daemon, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-w", "\n%{http_code}", "-X", method, "--unix-socket"])
+        .arg(d.socket());
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data"])
+            .arg(b.to_string());
+    }
+    let o = c
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+fn set_up(d: &Daemon) {
+    let (code, body) = api(
+        d,
+        "POST",
+        "/api/v1/setup",
+        Some(
+            &json!({"device_name": "ddaemon", "password": common::PASSWORD,
+            "password_confirm": common::PASSWORD, "timezone": "UTC"}),
+        ),
+    );
+    assert_eq!(code, 201, "{body}");
+}
+
+fn cli_ok(d: &Daemon, args: &[&str]) -> String {
+    let o = d.cli(args);
+    assert!(
+        o.status.success(),
+        "ddaemon {args:?}: {}\n{}",
+        text(&o),
+        d.log()
+    );
+    text(&o)
+}
+
+/// The recovery key `ddaemon backup target` shows once.
+fn recovery_key_in(said: &str) -> String {
+    said.lines()
+        .find_map(|l| l.strip_prefix("Recovery key: "))
+        .unwrap_or_else(|| panic!("no recovery key shown: {said}"))
+        .trim()
+        .to_owned()
+}
+
+fn random_file(path: &Path, bytes: usize) {
+    let mut data = vec![0u8; bytes];
+    getrandom::fill(&mut data).expect("random");
+    std::fs::write(path, data).expect("write");
+}
+
+async fn installed(d: &Daemon, work: &Path, registry: &str) {
+    let path = work.join("notes.toml");
+    std::fs::write(&path, manifest(registry)).expect("manifest");
+    cli_ok(
+        d,
+        &["app", "install", "--manifest", &path.to_string_lossy()],
+    );
+    eventually("notes is installed", Duration::from_secs(60), || {
+        let (_, app) = api(d, "GET", "/api/v1/apps/notes", None);
+        (app["phase"] == "installed")
+            .then_some(())
+            .ok_or(format!("{app}"))
+    })
+    .await;
+}
+
+fn snapshots(repo: &str, key: &str) -> Vec<Value> {
+    let o = restic(repo, key, &["snapshots", "--json"]);
+    assert!(o.status.success(), "restic snapshots: {}", text(&o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+fn tagged<'a>(list: &'a [Value], tag: &str) -> Vec<&'a Value> {
+    list.iter()
+        .filter(|s| {
+            s["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|x| x == tag))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stock_restic_reads_our_backups_and_an_app_goes_back_in_time() {
+    let net = TestNet::new();
+    let registry = RegistryServer::start_in(Some(&net.device));
+    let work = tempfile::tempdir().expect("tempdir");
+    push_image(&registry, work.path());
+    let mut d = Daemon::start_in_netns(
+        &net.device,
+        vec!["--insecure-registry".into(), registry.host.clone()],
+    )
+    .await;
+    set_up(&d);
+    installed(&d, work.path(), &registry.host).await;
+    let files = d.data().join("apps/notes/files");
+    random_file(&files.join("photo.raw"), 3 << 20);
+    std::fs::write(files.join("note.txt"), "version 1\n").expect("write");
+
+    // A target inside the device's own data is refused by field; a folder
+    // elsewhere gets a new repository and a recovery key shown once.
+    let (code, err) = api(
+        &d,
+        "PUT",
+        "/api/v1/backups/config",
+        Some(
+            &json!({"target": {"kind": "folder", "path": d.data().join("apps").to_string_lossy()}}),
+        ),
+    );
+    assert_eq!(
+        (code, err["error"]["field"].as_str()),
+        (400, Some("target.path")),
+        "{err}"
+    );
+    let repo_dir = work.path().join("repo");
+    let repo = repo_dir.to_string_lossy().into_owned();
+    let said = cli_ok(&d, &["backup", "target", "--folder", &repo]);
+    let key = recovery_key_in(&said);
+    let (_, status) = api(&d, "GET", "/api/v1/backups", None);
+    assert!(
+        !status.to_string().contains(&key),
+        "the key is shown only once: {status}"
+    );
+
+    let said = cli_ok(&d, &["backup", "run"]);
+    assert!(said.contains("notes was paused for"), "{said}");
+    assert_eq!(
+        api(&d, "GET", "/api/v1/apps/notes", None).1["running"],
+        true
+    );
+
+    // Stock restic: the snapshots and their tags, a clean check, and the
+    // files back byte for byte.
+    let first = snapshots(&repo, &key);
+    assert_eq!(first.len(), 2, "{first:?}");
+    let app_snap = tagged(&first, "app:notes");
+    assert_eq!(app_snap.len(), 1, "{first:?}");
+    assert_eq!(app_snap[0]["paths"], json!(["/apps/notes"]));
+    assert!(tagged(&first, "ddaemon").len() == 2 && tagged(&first, "state").len() == 1);
+    let o = restic(&repo, &key, &["check", "--read-data"]);
+    assert!(o.status.success(), "restic check: {}", text(&o));
+    let out = work.path().join("out1");
+    let o = restic(
+        &repo,
+        &key,
+        &[
+            "restore",
+            "latest",
+            "--tag",
+            "app:notes",
+            "--target",
+            &out.to_string_lossy(),
+        ],
+    );
+    assert!(o.status.success(), "restic restore: {}", text(&o));
+    for name in ["photo.raw", "note.txt"] {
+        assert_eq!(
+            std::fs::read(out.join("apps/notes/files").join(name)).expect("restored"),
+            std::fs::read(files.join(name)).expect("original"),
+            "{name} byte for byte"
+        );
+    }
+    let o = restic(
+        &repo,
+        &key,
+        &[
+            "restore",
+            "latest",
+            "--tag",
+            "state",
+            "--target",
+            &out.to_string_lossy(),
+        ],
+    );
+    assert!(o.status.success(), "restic restore state: {}", text(&o));
+    let db = rusqlite::Connection::open(out.join("state/state.db")).expect("state.db");
+    let users: i64 = db
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .expect("a consistent database");
+    assert_eq!(users, 1);
+    assert!(
+        out.join("state/ca").is_dir(),
+        "the device CA is in the backup"
+    );
+    assert!(
+        !out.join("state/backup").exists(),
+        "the backup's own folder is not"
+    );
+
+    // Incremental: one small change adds a little, not the 3 MB again.
+    std::fs::write(files.join("note.txt"), "version 2\n").expect("write");
+    cli_ok(&d, &["backup", "run"]);
+    let (_, status) = api(&d, "GET", "/api/v1/backups", None);
+    let added = status["runs"][0]["bytes_added"]
+        .as_u64()
+        .expect("bytes_added");
+    assert!(
+        added < 200_000,
+        "the second backup added {added} bytes: {status}"
+    );
+    assert!(
+        status["runs"][1]["bytes_added"].as_u64().unwrap_or(0) > 3_000_000,
+        "{status}"
+    );
+
+    // The app goes back to the first snapshot: its file says version 1.
+    let old = app_snap[0]["id"].as_str().expect("id").to_owned();
+    let (code, err) = api(
+        &d,
+        "POST",
+        "/api/v1/backups/restore",
+        Some(&json!({"app": "notes", "snapshot": tagged(&first, "state")[0]["id"]})),
+    );
+    assert_eq!(
+        (code, err["error"]["field"].as_str()),
+        (400, Some("snapshot")),
+        "{err}"
+    );
+    cli_ok(&d, &["backup", "restore", &old[..8], "--app", "notes"]);
+    assert_eq!(
+        std::fs::read_to_string(files.join("note.txt")).expect("note"),
+        "version 1\n"
+    );
+    assert_eq!(
+        api(&d, "GET", "/api/v1/apps/notes", None).1["running"],
+        true
+    );
+
+    // Retention: keeping only the latest, a third run leaves one snapshot
+    // of each path, and the pruned repository still checks.
+    cli_ok(
+        &d,
+        &[
+            "backup",
+            "target",
+            "--folder",
+            &repo,
+            "--keep-last",
+            "1",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+            "--keep-monthly",
+            "0",
+        ],
+    );
+    cli_ok(&d, &["backup", "run"]);
+    assert_eq!(snapshots(&repo, &key).len(), 2);
+    let o = restic(&repo, &key, &["check"]);
+    assert!(o.status.success(), "restic check after prune: {}", text(&o));
+
+    // A wrong key for a repository that exists, and a server that does not
+    // answer, are refused by field, and the settings stay as they were.
+    let (code, err) = api(
+        &d,
+        "PUT",
+        "/api/v1/backups/config",
+        Some(&json!({"target": {"kind": "folder", "path": repo}, "recovery_key": "0000-1111"})),
+    );
+    assert_eq!(
+        (code, err["error"]["field"].as_str()),
+        (400, Some("recovery_key")),
+        "{err}"
+    );
+    let (code, err) = api(
+        &d,
+        "PUT",
+        "/api/v1/backups/config",
+        Some(&json!({"target": {"kind": "rest", "url": "http://127.0.0.1:9/repo"}})),
+    );
+    assert_eq!(
+        (code, err["error"]["field"].as_str()),
+        (400, Some("target")),
+        "{err}"
+    );
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cannot be reached"),
+        "{err}"
+    );
+    let (_, status) = api(&d, "GET", "/api/v1/backups", None);
+    assert_eq!(status["target"]["path"], repo.as_str(), "{status}");
+
+    // kill -9 half-way through a big backup: restic still checks the
+    // repository, and the next backup works.
+    random_file(&files.join("big.raw"), 400 << 20);
+    let (code, _) = api(&d, "POST", "/api/v1/backups/run", None);
+    assert_eq!(code, 202);
+    eventually(
+        "the backup is writing the app's data",
+        Duration::from_secs(60),
+        || {
+            let (_, s) = api(&d, "GET", "/api/v1/backups", None);
+            let job = &s["job"];
+            (job["doing"].as_str().unwrap_or("").contains("/apps/notes")
+                && job["done"].as_u64().unwrap_or(0) > 20 << 20)
+                .then_some(())
+                .ok_or(format!("{s}"))
+        },
+    )
+    .await;
+    d.kill9();
+    let o = restic(&repo, &key, &["check"]);
+    assert!(
+        o.status.success(),
+        "restic check after kill -9: {}",
+        text(&o)
+    );
+    d.restart_in_netns(&net.device).await;
+    eventually(
+        "the killed backup shows as interrupted",
+        Duration::from_secs(10),
+        || {
+            let (_, s) = api(&d, "GET", "/api/v1/backups", None);
+            let error = s["runs"][0]["error"].as_str().unwrap_or("").to_owned();
+            error
+                .contains("interrupted")
+                .then_some(())
+                .ok_or(format!("{s}"))
+        },
+    )
+    .await;
+    std::fs::remove_file(files.join("big.raw")).expect("rm");
+    cli_ok(&d, &["backup", "run"]);
+    let o = restic(&repo, &key, &["check"]);
+    assert!(
+        o.status.success(),
+        "restic check after the next backup: {}",
+        text(&o)
+    );
+}
+
+/// `rclone serve restic` on loopback inside `ns`: a restic REST server.
+struct RestServer(Child);
+
+impl RestServer {
+    fn start(ns: &str, dir: &Path, port: u16) -> Self {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "rclone", "serve", "restic", "--addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rclone serve restic");
+        Self(child)
+    }
+}
+
+impl Drop for RestServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_device_restores_everything_from_a_rest_server_in_the_wizard() {
+    let net = TestNet::new();
+    let registry = RegistryServer::start_in(Some(&net.device));
+    let work = tempfile::tempdir().expect("tempdir");
+    push_image(&registry, work.path());
+    let served = work.path().join("served");
+    std::fs::create_dir_all(&served).expect("mkdir");
+    let _server = RestServer::start(&net.device, &served, 8123);
+    let url = "http://127.0.0.1:8123/home";
+    let args = vec!["--insecure-registry".into(), registry.host.clone()];
+
+    let old = Daemon::start_in_netns(&net.device, args.clone()).await;
+    set_up(&old);
+    installed(&old, work.path(), &registry.host).await;
+    let note = "from the old device\n";
+    std::fs::write(old.data().join("apps/notes/files/note.txt"), note).expect("write");
+    let said = cli_ok(&old, &["backup", "target", "--rest", url]);
+    let key = recovery_key_in(&said);
+    cli_ok(&old, &["backup", "run"]);
+    drop(old);
+
+    let mut new = Daemon::start_in_netns(&net.device, args).await;
+    let target = json!({"kind": "rest", "url": url});
+    let (code, err) = api(
+        &new,
+        "POST",
+        "/api/v1/setup/restore",
+        Some(&json!({"target": target, "recovery_key": "not-the-key"})),
+    );
+    assert_eq!(
+        (code, err["error"]["field"].as_str()),
+        (400, Some("recovery_key")),
+        "{err}"
+    );
+    let (code, err) = api(
+        &new,
+        "POST",
+        "/api/v1/setup/restore",
+        Some(&json!({"target": target, "recovery_key": key})),
+    );
+    assert_eq!(code, 202, "{err}");
+    // When the restore is done the supervisor restarts (systemd starts it
+    // again on the device; here the test does).
+    let exit = new.wait_exit(Duration::from_secs(120));
+    assert!(exit.success(), "{exit:?}\n{}", new.log());
+    new.restart_in_netns(&net.device).await;
+    let (code, _) = api(
+        &new,
+        "POST",
+        "/api/v1/login",
+        Some(&json!({"username": "admin", "password": common::PASSWORD})),
+    );
+    assert_eq!(code, 200, "the old password logs in");
+    eventually("notes is installed again", Duration::from_secs(60), || {
+        let (_, app) = api(&new, "GET", "/api/v1/apps/notes", None);
+        (app["phase"] == "installed" && app["running"] == true)
+            .then_some(())
+            .ok_or(format!("{app}"))
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(new.data().join("apps/notes/files/note.txt")).expect("note"),
+        note
+    );
+    let (_, status) = api(&new, "GET", "/api/v1/backups", None);
+    assert_eq!(
+        status["target"]["url"], url,
+        "the backups go on to the same place: {status}"
+    );
+    assert_eq!(
+        (&status["runs"][0]["kind"], &status["runs"][0]["ok"]),
+        (&json!("restore"), &json!(true)),
+        "{status}"
+    );
+    // The old device's backup was copied while it ran: it shows as
+    // interrupted, not as running for ever.
+    assert_eq!(status["runs"][1]["ok"], false, "{status}");
+}
