@@ -26,6 +26,8 @@ async fn wizard_logout_login_and_dashboard_screenshot() {
         "Chromium is not installed at {chromium}: run scripts/test (apt-get install chromium)"
     );
     let d = Daemon::start().await;
+    let backups = tempfile::tempdir().expect("tempdir");
+    let backup_dir = backups.path().join("repo").to_string_lossy().into_owned();
     let out = output_dir();
     let _ = std::fs::remove_file(out.join("dashboard.png"));
     let base = d.url("");
@@ -38,6 +40,7 @@ async fn wizard_logout_login_and_dashboard_screenshot() {
                 .arg(&base)
                 .arg(&out)
                 .arg(PASSWORD)
+                .arg(&backup_dir)
                 .status()
         }
     })

@@ -118,7 +118,7 @@ pub fn router(state: AppState) -> Router {
         .route("/storage/action", post(pages::storage_action_submit))
         .route("/storage/format", post(pages::storage_format_submit))
         .route("/storage/shares", post(pages::share_submit))
-        .route("/backups", get(pages::backups))
+        .route("/backups", get(pages::backups).post(pages::backups_submit))
         .route("/domain", get(pages::domain))
         .route("/system", get(pages::system))
         .route("/system/power", post(pages::power_submit))
@@ -128,6 +128,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/system/switch-back", post(pages::switch_back_submit))
         .route("/setup", get(pages::setup_form).post(pages::setup_submit))
+        .route(
+            "/setup/restore",
+            get(pages::restore_progress).post(pages::restore_submit),
+        )
         .route("/login", get(pages::login_form).post(pages::login_submit))
         .route("/logout", post(pages::logout_submit))
         .route("/assets/{file}", get(assets::serve))

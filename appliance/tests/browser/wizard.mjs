@@ -1,11 +1,13 @@
 // Completes the setup wizard, logs out, logs in and screenshots the
 // dashboard, in Debian's Chromium with JavaScript turned off (the pages must
-// not need it). Playwright gives Chromium a fresh profile each run. Usage: node wizard.mjs BASE_URL OUTPUT_DIR PASSWORD
+// not need it); with BACKUP_DIR, also sets up backups into that folder, runs
+// one and finds its snapshot listed. Playwright gives Chromium a fresh
+// profile each run. Usage: node wizard.mjs BASE_URL OUTPUT_DIR PASSWORD [BACKUP_DIR]
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
-const [base, out, password] = process.argv.slice(2);
+const [base, out, password, backupDir] = process.argv.slice(2);
 if (!base || !out || !password) {
   console.error('usage: node wizard.mjs BASE_URL OUTPUT_DIR PASSWORD');
   process.exit(2);
@@ -66,6 +68,28 @@ try {
   const facts = await page.textContent('dl.facts');
   expect(facts.includes('browser-test.local'), 'System shows the device name');
   expect(facts.includes('Europe/Berlin'), 'System shows the time zone');
+
+  if (backupDir) {
+    await page.click('nav.sections >> text=Backups');
+    await page.check('input[name=kind][value=folder]');
+    await page.fill('input[name=folder]', backupDir);
+    await page.click('button[value=configure]');
+    const key = ((await page.textContent('.recovery-key code')) || '').trim();
+    expect(/^[0-9a-f]{4}(-[0-9a-f]{4}){7}$/.test(key), `a recovery key is shown once, got ${key}`);
+    await page.click('button[value=run]');
+    // The page reloads itself while the backup runs; look until it is done.
+    let done = false;
+    for (let i = 0; i < 60 && !done; i++) {
+      await page.goto(base + '/backups');
+      done = (await page.locator('table.runs td:text-is("done")').count()) > 0;
+      if (!done) await page.waitForTimeout(1000);
+    }
+    expect(done, `the backup finishes: ${await page.textContent('main')}`);
+    const snapshots = await page.locator('ul.snapshots li').count();
+    expect(snapshots === 1, `the state's snapshot is listed, got ${snapshots}`);
+    expect(!(await page.content()).includes(key), 'the recovery key is not shown again');
+    await page.screenshot({ path: join(out, 'backups.png'), fullPage: true });
+  }
 
   await page.click('text=Log out');
   expect(new URL(page.url()).pathname === '/login', `logout must lead to login, got ${page.url()}`);

@@ -2,6 +2,7 @@
 //! plain forms posting back to the same path, redirects after success.
 
 mod app_pages;
+mod backups_page;
 mod layout;
 mod login_page;
 mod sections;
@@ -10,10 +11,11 @@ mod storage_page;
 mod update_pages;
 
 pub use app_pages::{action_submit, app, apps, install_submit};
+pub use backups_page::{backups, backups_submit};
 pub use layout::bare;
 pub use login_page::{login_form, login_submit, logout_submit};
-pub use sections::{backups, domain, not_found, power_submit, system};
-pub use setup_page::{setup_form, setup_submit};
+pub use sections::{domain, not_found, power_submit, system};
+pub use setup_page::{restore_progress, restore_submit, setup_form, setup_submit};
 pub use storage_page::{share_submit, storage, storage_action_submit, storage_format_submit};
 pub use update_pages::{switch_back_submit, update_submit};
 

@@ -1,6 +1,6 @@
-//! The dashboard's sections. Backups and Domain are empty shells until
-//! their modules land; System shows the device's state. (Apps and Storage
-//! have their own modules.)
+//! The dashboard's sections. Domain is an empty shell until its module
+//! lands; System shows the device's state. (Apps, Storage and Backups have
+//! their own modules.)
 
 use axum::Form;
 use axum::extract::State;
@@ -31,17 +31,28 @@ pub(super) async fn section(
         Err(err) => return crate::web::api_error::ApiError::internal(&err).into_response(),
     };
     let csrf = session.0.csrf_token.as_deref().unwrap_or_default();
+    // A failed backup or check shows on every section until one succeeds.
+    let failed = state
+        .backups
+        .runs(1)
+        .await
+        .ok()
+        .and_then(|runs| runs.into_iter().next())
+        .filter(|run| run.ok == Some(false) && run.kind != "restore");
+    let body = html! {
+        @if let Some(run) = failed {
+            p.form-error.backup-failed role="alert" {
+                "The last " (run.kind) " failed: " (run.error.unwrap_or_default()) ". "
+                a href="/backups" { "See Backups" }
+            }
+        }
+        (body)
+    };
     Html(dashboard(title, path, &device_name, csrf, body).into_string()).into_response()
 }
 
 fn empty(text: &str) -> Markup {
     html! { p.empty { (text) } }
-}
-
-/// `/backups`.
-pub async fn backups(State(state): State<AppState>, session: PageSession) -> Response {
-    let body = empty("No backup is set up yet.");
-    section(&state, &session, "/backups", "Backups", body).await
 }
 
 /// `/domain`.

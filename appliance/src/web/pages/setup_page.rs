@@ -1,4 +1,5 @@
-//! The first-boot wizard: device name, admin password, time zone.
+//! The first-boot wizard: device name, admin password, time zone; or,
+//! before anything else, a restore of the whole device from a backup.
 
 use axum::Form;
 use axum::extract::{Extension, State};
@@ -7,6 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
+use super::backups_page::{TargetForm, target_fields};
 use super::layout::{bare, field_error};
 use super::{
     FORM_COOKIE_MESSAGE, form_token, form_token_ok, into_dashboard, unreadable_form,
@@ -36,6 +38,8 @@ struct Shown<'a> {
     timezone: &'a str,
     error_field: Option<&'a str>,
     error: Option<&'a str>,
+    /// Why the restore form was refused.
+    restore_error: Option<&'a str>,
 }
 
 /// `GET /setup`.
@@ -52,6 +56,7 @@ pub async fn setup_form(
         timezone: "UTC",
         error_field: None,
         error: None,
+        restore_error: None,
     };
     render(&state, &headers, peer, StatusCode::OK, &shown)
 }
@@ -76,6 +81,7 @@ pub async fn setup_submit(
             timezone: "UTC",
             error_field: None,
             error: Some(message),
+            restore_error: None,
         };
         return render(&state, &headers, peer, StatusCode::BAD_REQUEST, &shown);
     }
@@ -84,6 +90,7 @@ pub async fn setup_submit(
         timezone: &form.timezone,
         error_field: None,
         error: None,
+        restore_error: None,
     };
     if !form_token_ok(&headers, &form.form_token) {
         shown.error = Some(FORM_COOKIE_MESSAGE);
@@ -144,6 +151,22 @@ fn page(state: &AppState, shown: &Shown<'_>, token: &str) -> Markup {
         html! {
             h1 { "Set up your device" }
             p.lead { "Three things and you are done. Nothing leaves this device." }
+            details.restore open[shown.restore_error.is_some()] {
+                summary { "Or restore this device from a backup" }
+                p { "Moving from another ddaemon, or after a reset: the apps, their data and the settings come back as they were at the last backup; then log in with that device's password." }
+                @if let Some(message) = shown.restore_error {
+                    p.form-error role="alert" { (message) }
+                }
+                form method="post" action="/setup/restore" {
+                    input type="hidden" name="form_token" value=(token);
+                    (target_fields(None, state.backups.ssh_public_key().ok().as_deref()))
+                    label for="recovery_key" { "Recovery key" }
+                    input id="recovery_key" name="recovery_key" type="text" autocomplete="off" spellcheck="false" required;
+                    // No type attribute: the wizard's own button stays the
+                    // page's one `button[type=submit]`.
+                    button.restore { "Restore" }
+                }
+            }
             @if let Some(message) = general {
                 p.form-error role="alert" { (message) }
             }
@@ -189,4 +212,93 @@ fn page(state: &AppState, shown: &Shown<'_>, token: &str) -> Markup {
             }
         },
     )
+}
+
+/// What the wizard's restore form posts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RestoreForm {
+    form_token: String,
+    recovery_key: String,
+    #[serde(flatten)]
+    target: TargetForm,
+}
+
+/// `POST /setup/restore`: starts restoring the whole device.
+pub async fn restore_submit(
+    State(state): State<AppState>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    form: Result<Form<RestoreForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    if state.setup_complete() {
+        return Redirect::to("/login").into_response();
+    }
+    let refused = |message: &str, status| {
+        let shown = Shown {
+            device_name: DEFAULT_DEVICE_NAME,
+            timezone: "UTC",
+            error_field: None,
+            error: None,
+            restore_error: Some(message),
+        };
+        render(&state, &headers, peer, status, &shown)
+    };
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => return refused(&unreadable_form(&rejection), StatusCode::BAD_REQUEST),
+    };
+    if !form_token_ok(&headers, &form.form_token) {
+        return refused(FORM_COOKIE_MESSAGE, StatusCode::FORBIDDEN);
+    }
+    let target = match form.target.target() {
+        Ok(t) => t,
+        Err(message) => return refused(&message, StatusCode::BAD_REQUEST),
+    };
+    match state
+        .backups
+        .start_restore_new_device(target, form.recovery_key)
+        .await
+    {
+        Ok(()) => Redirect::to("/setup/restore").into_response(),
+        Err(err) => refused(&err.to_string(), StatusCode::BAD_REQUEST),
+    }
+}
+
+/// `GET /setup/restore`: how the restore goes; the page reloads itself
+/// until the device has restarted with what it restored.
+pub async fn restore_progress(State(state): State<AppState>) -> Response {
+    if state.setup_complete() {
+        return Redirect::to("/login").into_response();
+    }
+    let status = state.backups.status().await.ok();
+    let job = status.as_ref().and_then(|s| s.job.clone());
+    let failed = status
+        .as_ref()
+        .and_then(|s| s.runs.first())
+        .filter(|r| r.kind == "restore" && r.ok == Some(false))
+        .and_then(|r| r.error.clone());
+    let body = html! {
+        h1 { "Restoring your device" }
+        @if let Some(error) = &failed {
+            p.form-error role="alert" { "The restore failed: " (error) }
+            p { a href="/setup" { "Back to setup" } }
+        } @else {
+            (maud::PreEscaped(r#"<meta http-equiv="refresh" content="3">"#))
+            @match &job {
+                Some(job) => p role="status" {
+                    (job.doing)
+                    @if job.total > 0 { ": " (crate::system::format_bytes(job.done)) " of " (crate::system::format_bytes(job.total)) }
+                    "…"
+                },
+                None => p role="status" { "Starting again with what was restored…" },
+            }
+            p.hint { "This page moves on by itself. Then log in with the restored device's password." }
+        }
+    };
+    (
+        StatusCode::OK,
+        axum::response::Html(bare("Restoring", body).into_string()),
+    )
+        .into_response()
 }
