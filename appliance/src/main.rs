@@ -596,7 +596,7 @@ async fn backup(client: &ApiClient, action: BackupAction) -> anyhow::Result<()> 
             let done = backups::configure(client, &request)
                 .await
                 .context("the backup target was not set")?;
-            if let Some(key) = done.recovery_key {
+            if let Some(key) = &done.recovery_key {
                 println!(
                     "Recovery key: {key}\n\nWrite it down and keep it away from this device. \
                      Without it nobody, not even you, can read these backups on another \
@@ -605,10 +605,12 @@ async fn backup(client: &ApiClient, action: BackupAction) -> anyhow::Result<()> 
             }
             println!(
                 "{}",
-                if done.created {
-                    "A new backup repository was created."
-                } else {
-                    "The backups already there will be added to."
+                match (done.created, &done.recovery_key) {
+                    (true, Some(_)) => "A new backup repository was created.",
+                    (true, None) => {
+                        "A new backup repository was created; it opens with the recovery key you wrote down before."
+                    }
+                    (false, _) => "The backups already there will be added to.",
                 }
             );
         }

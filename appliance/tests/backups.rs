@@ -528,3 +528,150 @@ async fn a_fresh_device_restores_everything_from_a_rest_server_in_the_wizard() {
     // interrupted, not as running for ever.
     assert_eq!(status["runs"][1]["ok"], false, "{status}");
 }
+
+/// OpenSSH's sshd on loopback inside `ns`, letting in `authorized` as root
+/// (SFTP only matters here).
+struct SftpServer {
+    child: Child,
+}
+
+impl SftpServer {
+    fn start(ns: &str, dir: &Path, port: u16, authorized: &str) -> Self {
+        std::fs::create_dir_all("/run/sshd").expect("sshd's privilege separation folder");
+        let key = dir.join("host_key");
+        let o = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .output()
+            .expect("ssh-keygen");
+        assert!(o.status.success(), "{}", text(&o));
+        std::fs::write(dir.join("authorized_keys"), format!("{authorized}\n")).expect("keys");
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PidFile {}\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nSubsystem sftp internal-sftp\n",
+                key.display(),
+                dir.join("authorized_keys").display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .expect("config");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "/usr/sbin/sshd", "-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd");
+        Self { child }
+    }
+}
+
+impl Drop for SftpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sftp_through_rclone_and_a_full_disk() {
+    let net = TestNet::new();
+    let registry = RegistryServer::start_in(Some(&net.device));
+    let work = tempfile::tempdir().expect("tempdir");
+    push_image(&registry, work.path());
+    let d = Daemon::start_in_netns(
+        &net.device,
+        vec!["--insecure-registry".into(), registry.host.clone()],
+    )
+    .await;
+    set_up(&d);
+    installed(&d, work.path(), &registry.host).await;
+    let files = d.data().join("apps/notes/files");
+    random_file(&files.join("photo.raw"), 2 << 20);
+
+    // SFTP: the device's own key, which the page shows, lets it in; the
+    // repository on the server is restic's.
+    let (_, key_view) = api(&d, "GET", "/api/v1/backups/ssh-key", None);
+    let public = key_view["public_key"].as_str().expect("public key");
+    let sshd_dir = work.path().join("sshd");
+    std::fs::create_dir_all(&sshd_dir).expect("mkdir");
+    let _sshd = SftpServer::start(&net.device, &sshd_dir, 2222, public);
+    let remote = work.path().join("sftp-repo");
+    let remote_path = remote.to_string_lossy().into_owned();
+    let mut said = String::new();
+    eventually(
+        "sshd answers and the target is set",
+        Duration::from_secs(30),
+        || {
+            let o = d.cli(&[
+                "backup",
+                "target",
+                "--sftp",
+                &format!("root@127.0.0.1:{remote_path}"),
+                "--port",
+                "2222",
+            ]);
+            said = text(&o);
+            o.status.success().then_some(()).ok_or(said.clone())
+        },
+    )
+    .await;
+    let key = recovery_key_in(&said);
+    cli_ok(&d, &["backup", "run"]);
+    let list = snapshots(&remote_path, &key);
+    assert_eq!(tagged(&list, "app:notes").len(), 1, "{list:?}");
+    let o = restic(&remote_path, &key, &["check", "--read-data"]);
+    assert!(o.status.success(), "restic check: {}", text(&o));
+
+    // A full disk: the backup fails saying so, and what was saved before
+    // is intact.
+    let small = work.path().join("small");
+    std::fs::create_dir_all(&small).expect("mkdir");
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(&small)
+        .output()
+        .expect("mount");
+    assert!(o.status.success(), "{}", text(&o));
+    let _unmount = Unmount(small.clone());
+    let repo = small.join("repo").to_string_lossy().into_owned();
+    std::fs::remove_file(files.join("photo.raw")).expect("rm");
+    // The device keeps one recovery key: the new repository opens with
+    // the one already written down.
+    let said = cli_ok(&d, &["backup", "target", "--folder", &repo]);
+    assert!(said.contains("the recovery key you wrote down"), "{said}");
+    cli_ok(&d, &["backup", "run"]);
+    random_file(&files.join("video.raw"), 6 << 20);
+    let o = d.cli(&["backup", "run"]);
+    assert!(!o.status.success(), "a backup onto a full disk must fail");
+    assert!(
+        text(&o).contains("No space left on device"),
+        "the error says why: {}",
+        text(&o)
+    );
+    let o = restic(&repo, &key, &["check"]);
+    assert!(
+        o.status.success(),
+        "restic check after a full disk: {}",
+        text(&o)
+    );
+    let list = snapshots(&repo, &key);
+    assert_eq!(
+        tagged(&list, "app:notes").len(),
+        1,
+        "the first backup of the app is intact, the failed one not recorded: {list:?}"
+    );
+}
+
+/// Lazily unmounts its folder when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        common::unmount_under(&self.0);
+    }
+}

@@ -131,6 +131,9 @@ const APPLIANCE_PACKAGES: &[&str] = &[
     "libnss-extrausers",
     "nfs-kernel-server",
     "wireguard-tools",
+    // Backups (issue 8) to SFTP, S3 and other remotes go through
+    // `rclone serve restic` (about 13 MB compressed).
+    "rclone",
 ];
 
 /// Run in the root once Debian is installed (mmdebstrap customize hooks;

@@ -331,11 +331,15 @@ impl Backups {
             )
             .into());
         };
-        let apps: Vec<(String, String)> = all
-            .iter()
-            .filter(|s| s.run.is_some() && s.run == state.run)
-            .filter_map(|s| Some((s.app.clone()?, s.id.clone())))
-            .collect();
+        // Each app's latest snapshot up to the state's: its own run's, or an
+        // earlier one where that run failed before reaching the app.
+        let mut apps: Vec<(String, String)> = Vec::new();
+        for s in all.iter().filter(|s| s.unix <= state.unix) {
+            if let Some(app) = &s.app {
+                apps.retain(|(a, _)| a != app);
+                apps.push((app.clone(), s.id.clone()));
+            }
+        }
         let guard = self.begin("restore", "restoring the device".into())?;
         let this = self.clone();
         tokio::spawn(async move {
