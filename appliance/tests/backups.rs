@@ -675,3 +675,108 @@ impl Drop for Unmount {
         common::unmount_under(&self.0);
     }
 }
+
+/// Writes the benchmark's mixed data set under `dir`: incompressible
+/// media, compressible text, and many small files; `scale` MiB in all.
+fn mixed_data_set(dir: &Path, scale_mib: usize) {
+    let media = dir.join("media");
+    let text = dir.join("text");
+    let small = dir.join("small");
+    for d in [&media, &text, &small] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    // Half media in 32 MiB files, a quarter text in 16 MiB files, a quarter
+    // in 16 KiB files.
+    for i in 0..(scale_mib / 2 / 32) {
+        random_file(&media.join(format!("clip{i}.raw")), 32 << 20);
+    }
+    for i in 0..(scale_mib / 4 / 16) {
+        let mut raw = vec![0u8; 8 << 20];
+        getrandom::fill(&mut raw).expect("random");
+        std::fs::write(text.join(format!("log{i}.txt")), hex::encode(raw)).expect("write");
+    }
+    for i in 0..(scale_mib / 4 * 64) {
+        let sub = small.join(format!("{}", i / 1000));
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        random_file(&sub.join(format!("f{i}.bin")), 16 << 10);
+    }
+}
+
+fn timed(what: &str, mut command: Command) -> f64 {
+    let started = std::time::Instant::now();
+    let o = command.output().expect(what);
+    assert!(o.status.success(), "{what}: {}", text(&o));
+    started.elapsed().as_secs_f64()
+}
+
+/// First and incremental backup of the same 2 GiB mixed data set, by
+/// ddaemon and by the stock restic, each to its own folder. A measurement,
+/// not a check: `scripts/bench-backup` runs it on a release build.
+#[tokio::test]
+#[ignore = "a benchmark; run by scripts/bench-backup"]
+async fn bench_backup_against_restic() {
+    let mib: usize = std::env::var("BENCH_BACKUP_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2048);
+    let net = TestNet::new();
+    let registry = RegistryServer::start_in(Some(&net.device));
+    let work = tempfile::tempdir().expect("tempdir");
+    push_image(&registry, work.path());
+    let d = Daemon::start_in_netns(
+        &net.device,
+        vec!["--insecure-registry".into(), registry.host.clone()],
+    )
+    .await;
+    set_up(&d);
+    installed(&d, work.path(), &registry.host).await;
+    let files = d.data().join("apps/notes/files");
+    mixed_data_set(&files, mib);
+    let ours = work.path().join("ours").to_string_lossy().into_owned();
+    let theirs = work.path().join("theirs").to_string_lossy().into_owned();
+    let key = recovery_key_in(&cli_ok(&d, &["backup", "target", "--folder", &ours]));
+    let o = restic(&theirs, &key, &["init"]);
+    assert!(o.status.success(), "restic init: {}", text(&o));
+    let restic_backup = || {
+        let mut c = Command::new("restic");
+        c.args(["-r", &theirs, "backup", "--quiet", "--host", "bench"])
+            .arg(&files)
+            .env("RESTIC_PASSWORD", &key)
+            .env("RESTIC_CACHE_DIR", work.path().join("restic-cache"));
+        c
+    };
+    let ddaemon_backup = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_ddaemon"));
+        c.args(["backup", "run", "--socket"]).arg(d.socket());
+        c
+    };
+    let first_ours = timed("ddaemon backup", ddaemon_backup());
+    let first_theirs = timed("restic backup", restic_backup());
+    // About 1 % changes: a new clip and a hundred small files rewritten.
+    random_file(&files.join("media/new.raw"), (mib << 20) / 100);
+    for i in 0..100 {
+        random_file(
+            &files.join(format!("small/{}/f{i}.bin", i / 1000)),
+            16 << 10,
+        );
+    }
+    let next_ours = timed("ddaemon backup", ddaemon_backup());
+    let next_theirs = timed("restic backup", restic_backup());
+    let rate = |s: f64| mib as f64 / s;
+    println!(
+        "backup of {mib} MiB: first ddaemon {first_ours:.1} s ({:.0} MiB/s), restic {first_theirs:.1} s \
+         ({:.0} MiB/s), ddaemon/restic throughput {:.2}; incremental ddaemon {next_ours:.1} s, \
+         restic {next_theirs:.1} s, ratio {:.2}",
+        rate(first_ours),
+        rate(first_theirs),
+        first_theirs / first_ours,
+        next_theirs / next_ours
+    );
+    for dir in [&ours, &theirs] {
+        let o = Command::new("du").args(["-sm", dir]).output().expect("du");
+        println!(
+            "repository size: {}",
+            String::from_utf8_lossy(&o.stdout).trim()
+        );
+    }
+}
