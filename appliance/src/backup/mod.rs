@@ -255,12 +255,16 @@ impl Backups {
 
     /// The settings, if the owner made them.
     pub async fn config(&self) -> Result<Option<BackupConfig>, BackupError> {
-        Ok(self
-            .inner
-            .db
-            .backup_config()
-            .await?
-            .and_then(|json| serde_json::from_str(&json).ok()))
+        let Some(json) = self.inner.db.backup_config().await? else {
+            return Ok(None);
+        };
+        match serde_json::from_str(&json) {
+            Ok(config) => Ok(Some(config)),
+            Err(err) => {
+                tracing::error!(%err, "the backup settings cannot be read; backups are off until they are set again");
+                Ok(None)
+            }
+        }
     }
 
     fn device_key(&self) -> Option<String> {
@@ -297,12 +301,18 @@ impl Backups {
             (None, Some(k)) => (k, false),
             (None, None) => (new_recovery_key()?, true),
         };
+        if generated {
+            // Kept before any repository is made with it: a client that goes
+            // away mid-way must not leave a repository nobody has the key of.
+            self.keep_key(&key)?;
+        }
         let place = self.place(&request.target);
         let meter = Arc::clone(&self.inner.meter);
         let create = given.is_none();
         let opening = {
             let key = key.clone();
             tokio::task::spawn_blocking(move || {
+                repo::probe_rclone(&place)?;
                 repo::open(&place, &key, create, meter).map(|(_, c)| c)
             })
             .await
@@ -327,7 +337,7 @@ impl Backups {
             Err(RepoError::Absent(place)) => {
                 return Err(FieldError::new(
                     "target",
-                    format!("{place} holds no backup repository; leave the recovery key empty to start a new one there"),
+                    format!("{place} holds no backup repository; check the address (to start new backups there, leave the recovery key empty)"),
                 )
                 .into());
             }
@@ -338,12 +348,7 @@ impl Backups {
             }
             Err(other) => return Err(other.into()),
         };
-        ddaemon_runtime::fs_atomic::write_atomic_mode(
-            &self.key_file(),
-            format!("{key}\n").as_bytes(),
-            0o600,
-        )
-        .map_err(|e| BackupError::Io(format!("cannot keep the recovery key: {e}")))?;
+        self.keep_key(&key)?;
         let config = BackupConfig {
             target: request.target,
             schedule: request.schedule,
@@ -360,6 +365,15 @@ impl Backups {
             recovery_key: generated.then_some(key),
             created,
         })
+    }
+
+    fn keep_key(&self, key: &str) -> Result<(), BackupError> {
+        ddaemon_runtime::fs_atomic::write_atomic_mode(
+            &self.key_file(),
+            format!("{key}\n").as_bytes(),
+            0o600,
+        )
+        .map_err(|e| BackupError::Io(format!("cannot keep the recovery key: {e}")))
     }
 
     fn begin(&self, kind: &'static str, doing: String) -> Result<JobGuard, BackupError> {

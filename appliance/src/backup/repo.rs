@@ -13,8 +13,8 @@ use rustic_backend::BackendOptions;
 use rustic_core::repofile::SnapshotFile;
 use rustic_core::{
     BackupOptions, CheckOptions, ConfigOptions, Credentials, ForgetGroups, Grouped, KeepOptions,
-    KeyOptions, LocalDestination, LsOptions, PathList, PruneOptions, Repository, RepositoryOptions,
-    RestoreOptions, RusticError, SnapshotGroupCriterion, SnapshotOptions,
+    KeyOptions, LocalDestination, LsOptions, PathList, PruneOptions, ReadSubsetOption, Repository,
+    RepositoryOptions, RestoreOptions, RusticError, SnapshotGroupCriterion, SnapshotOptions,
 };
 use rustic_core::{IndexedIds, OpenStatus, Progress, ProgressBars, ProgressType, RusticProgress};
 use serde::Serialize;
@@ -35,7 +35,9 @@ pub const RUN_TAG_PREFIX: &str = "run:";
 pub enum RepoError {
     #[error("the recovery key does not open the backup repository at {0}")]
     WrongKey(String),
-    #[error("there is no backup repository at {0}")]
+    #[error(
+        "there is no backup repository at {0}; check the address, the login in it, and that its disk is attached"
+    )]
     Absent(String),
     #[error("{0} cannot be reached: {1}")]
     Unreachable(String, String),
@@ -149,6 +151,51 @@ impl Place {
     }
 }
 
+/// For an rclone target, a quick look at the remote's top with rclone
+/// itself: when it fails, its own last words say why (a key the SFTP
+/// server does not accept, a wrong secret), which rustic would only log.
+pub fn probe_rclone(place: &Place) -> Result<(), RepoError> {
+    let Some(remote) = place.address.repository.strip_prefix("rclone:") else {
+        return Ok(());
+    };
+    let Some((name, _)) = remote.split_once(':') else {
+        return Ok(());
+    };
+    place.backend_options()?;
+    let output = std::process::Command::new("rclone")
+        .arg("--config")
+        .arg(place.rclone_conf())
+        .args([
+            "lsf",
+            "--max-depth",
+            "1",
+            "--contimeout",
+            "15s",
+            "--low-level-retries",
+            "1",
+            "--retries",
+            "1",
+        ])
+        .arg(format!("{name}:"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| RepoError::Failed(format!("rclone cannot be run ({e}); install rclone")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&output.stderr);
+    let last = said
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("no message")
+        .trim();
+    Err(RepoError::Unreachable(
+        place.name.clone(),
+        format!("rclone says: {last}"),
+    ))
+}
+
 /// An open repository.
 #[derive(Debug)]
 pub struct Repo {
@@ -179,15 +226,29 @@ pub fn open(
     let exists = repo.config_id().map_err(err)?.is_some();
     let (inner, created) = match (exists, create) {
         (true, _) => (repo.open(&credentials).map_err(err)?, false),
-        (false, true) => (
-            repo.init(
-                &credentials,
-                &KeyOptions::default(),
-                &ConfigOptions::default(),
+        (false, true) => {
+            // rustic takes any failed look at `config` for "none"; a
+            // server that hiccups must not get a new repository written
+            // over the keys of one that is there.
+            match backends.repository().list(rustic_core::FileType::Key) {
+                Ok(keys) if keys.is_empty() => {}
+                Ok(_) => {
+                    return Err(RepoError::Failed(format!(
+                        "{name} holds restic keys but its config could not be read; try again later"
+                    )));
+                }
+                Err(e) => return Err(err(e)),
+            }
+            (
+                repo.init(
+                    &credentials,
+                    &KeyOptions::default(),
+                    &ConfigOptions::default(),
+                )
+                .map_err(err)?,
+                true,
             )
-            .map_err(err)?,
-            true,
-        ),
+        }
         (false, false) => return Err(RepoError::Absent(name)),
     };
     Ok((Repo { inner, place: name }, created))
@@ -207,6 +268,8 @@ pub struct SnapshotInfo {
     pub app: Option<String>,
     /// The run it belongs to (shared by one backup's snapshots).
     pub run: Option<String>,
+    /// The device that made it.
+    pub host: String,
     /// Bytes read.
     pub total_bytes: u64,
     /// New bytes this snapshot stored (before compression).
@@ -227,6 +290,7 @@ impl SnapshotInfo {
             paths: s.paths.iter().cloned().collect(),
             app: tagged(s, APP_TAG_PREFIX).map(str::to_owned),
             run: tagged(s, RUN_TAG_PREFIX).map(str::to_owned),
+            host: s.hostname.clone(),
             total_bytes: s.summary.as_ref().map_or(0, |m| m.total_bytes_processed),
             bytes_added: s.summary.as_ref().map_or(0, |m| m.data_added),
         }
@@ -304,11 +368,20 @@ impl Repo {
         let indexed = self.inner.to_indexed_ids().map_err(err)?;
         let time = rustic_core::jiff::Zoned::now();
         let mut saved = Vec::new();
+        let mut failed = Vec::new();
         for source in sources {
             around(Moment::Before, &source);
             let result = backup_one(&indexed, host, run, &time, &source);
             around(Moment::After, &source);
-            saved.push(result.map_err(err)?);
+            // One folder that cannot be read must not keep the others
+            // from being saved.
+            match result {
+                Ok(s) => saved.push(s),
+                Err(e) => failed.push(format!("{}: {}", source.recorded, err(e))),
+            }
+        }
+        if !failed.is_empty() {
+            return Err(RepoError::Failed(failed.join("; ")));
         }
         // Back to the plain open state for what follows (forget, prune).
         let inner = indexed.drop_index();
@@ -317,15 +390,17 @@ impl Repo {
 
     /// Forgets the snapshots retention no longer keeps (each app's and the
     /// state's counted apart) and deletes the data only they used.
-    pub fn forget_and_prune(&self, keep: Retention) -> Result<usize, RepoError> {
+    pub fn forget_and_prune(&self, host: &str, keep: Retention) -> Result<usize, RepoError> {
         let options = KeepOptions::default()
             .keep_last(Some(i32_of(keep.last)))
             .keep_daily(Some(i32_of(keep.daily)))
             .keep_weekly(Some(i32_of(keep.weekly)))
             .keep_monthly(Some(i32_of(keep.monthly)));
+        // Another device's snapshots in the same repository follow its
+        // own retention, not this one's.
         let snapshots = self
             .inner
-            .get_matching_snapshots(|s| s.tags.contains(TAG))
+            .get_matching_snapshots(|s| s.tags.contains(TAG) && s.hostname == host)
             .map_err(self.err())?;
         // Grouped by paths: /state and each /apps/ID keep their own count.
         let groups = ForgetGroups::from_grouped_snapshots_with_retention(
@@ -339,21 +414,23 @@ impl Repo {
             return Ok(0);
         }
         self.inner.delete_snapshots(&forget).map_err(self.err())?;
-        // Nothing else writes this repository while ddaemon holds it, so
-        // unused data can go at once; restic would otherwise count the
-        // marked packs as stray files.
-        let prune = PruneOptions::default().instant_delete(true);
+        // rustic takes no lock, and another device or restic may be
+        // writing: unused data is only marked, and deleted by a prune a
+        // day later (restic counts the marked packs as harmless extras).
+        let prune = PruneOptions::default();
         let plan = self.inner.prune_plan(&prune).map_err(self.err())?;
         self.inner.prune(&prune, plan).map_err(self.err())?;
         Ok(forget.len())
     }
 
-    /// Checks the repository's structure (and, with `read_data`, every pack).
-    pub fn check(&self, read_data: bool) -> Result<(), RepoError> {
-        let results = self
-            .inner
-            .check(CheckOptions::default().read_data(read_data))
-            .map_err(self.err())?;
+    /// Checks the repository's structure, and reads back and verifies
+    /// `read_percent` % of its data (a different part each time, so a
+    /// weekly check reads everything over the months).
+    pub fn check(&self, read_percent: f64) -> Result<(), RepoError> {
+        let options = CheckOptions::default()
+            .read_data(read_percent > 0.0)
+            .read_data_subset(ReadSubsetOption::Percentage(read_percent));
+        let results = self.inner.check(options).map_err(self.err())?;
         if results.is_ok().is_err() {
             let found: Vec<String> = results
                 .0

@@ -11,9 +11,19 @@ use super::{BackupConfig, BackupError, Backups, ConfigRequest, Pause, RunReport}
 use crate::field_error::FieldError;
 
 /// ddaemon's files under `DATA/ddaemon` that a backup leaves out: the live
-/// database (a consistent copy goes instead) and the backup's own folder
-/// (its cache, and the key that opens the backup anyway).
-const NOT_SAVED: [&str; 4] = ["state.db", "state.db-wal", "state.db-shm", "backup"];
+/// database (a consistent copy goes instead), the backup's own folder (its
+/// cache, and the key that opens the backup anyway), and a pending factory
+/// reset (restored, it would wipe the device at the next boot).
+const NOT_SAVED: [&str; 5] = [
+    "state.db",
+    "state.db-wal",
+    "state.db-shm",
+    "backup",
+    "factory-reset",
+];
+
+/// How much of the backed-up data a check reads back and verifies.
+const CHECK_READ_PERCENT: f64 = 5.0;
 
 fn io(what: &Path) -> impl Fn(std::io::Error) -> BackupError + '_ {
     move |e| BackupError::Io(format!("{}: {e}", what.display()))
@@ -56,21 +66,59 @@ fn remove_if_present(dir: &Path) -> Result<(), BackupError> {
     }
 }
 
-/// Puts `fresh` in the place of `live`: the old folder is moved aside
-/// first, so at every moment one whole version is in place.
-fn swap_in(fresh: &Path, live: &Path) -> Result<(), BackupError> {
-    let aside = live.with_file_name(format!(
+/// Runs filesystem work (a copy, a deletion of a large folder) on the
+/// blocking pool, away from the threads that serve the page.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BackupError> + Send + 'static,
+) -> Result<T, BackupError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BackupError::Io(e.to_string()))?
+}
+
+fn aside_of(live: &Path) -> PathBuf {
+    live.with_file_name(format!(
         ".{}.before-restore",
         live.file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default()
-    ));
-    remove_if_present(&aside)?;
+    ))
+}
+
+/// Puts `fresh` in the place of `live` (a folder or a file): the old one is
+/// moved aside first and deleted last, so at every moment one whole version
+/// is in place, and a swap a power cut interrupted is undone the next time.
+fn swap_in(fresh: &Path, live: &Path) -> Result<(), BackupError> {
+    let aside = aside_of(live);
+    if !live.exists() && aside.exists() {
+        // The only copy is the one set aside: put it back before anything.
+        std::fs::rename(&aside, live).map_err(io(&aside))?;
+    }
+    remove_any(&aside)?;
+    // The restored files reach the disk before the old ones can go.
+    sync_filesystem(fresh)?;
     if live.exists() {
         std::fs::rename(live, &aside).map_err(io(live))?;
     }
-    std::fs::rename(fresh, live).map_err(io(fresh))?;
-    remove_if_present(&aside)
+    if let Err(e) = std::fs::rename(fresh, live) {
+        let _ = std::fs::rename(&aside, live);
+        return Err(io(fresh)(e));
+    }
+    remove_any(&aside)
+}
+
+fn remove_any(path: &Path) -> Result<(), BackupError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => remove_if_present(path),
+        Ok(_) => std::fs::remove_file(path).map_err(io(path)),
+        Err(_) => Ok(()),
+    }
+}
+
+fn sync_filesystem(path: &Path) -> Result<(), BackupError> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    nix::unistd::syncfs(file.as_raw_fd()).map_err(|e| io(path)(e.into()))
 }
 
 impl Backups {
@@ -97,7 +145,10 @@ impl Backups {
     ) -> Result<(), BackupError> {
         self.say("copying the device's state".into());
         let staging = self.inner.work_dir.join("staging");
-        remove_if_present(&staging)?;
+        {
+            let staging = staging.clone();
+            blocking(move || remove_if_present(&staging)).await?;
+        }
         let state = staging.join("state");
         std::fs::create_dir_all(&state).map_err(io(&state))?;
         self.inner.db.copy_to(&state.join("state.db")).await?;
@@ -173,11 +224,11 @@ impl Backups {
                     log.snapshots.push(s.snapshot.id.clone());
                 }
                 this.say("forgetting old snapshots".into());
-                log.forgotten = repo.forget_and_prune(retention)?;
+                log.forgotten = repo.forget_and_prune(&host, retention)?;
                 Ok(log)
             })
             .await;
-        let _ = std::fs::remove_dir_all(&staging);
+        blocking(move || remove_if_present(&staging)).await?;
         *report = outcome?;
         Ok(())
     }
@@ -191,7 +242,7 @@ impl Backups {
             let _guard = guard;
             this.record("check", |report| async {
                 let result = this
-                    .with_repo(&config, None, |repo| repo.check(false))
+                    .with_repo(&config, None, |repo| repo.check(CHECK_READ_PERCENT))
                     .await;
                 (report, result)
             })
@@ -261,8 +312,30 @@ impl Backups {
         snapshot: &str,
     ) -> Result<(), BackupError> {
         let fresh = self.restoring_dir(app);
-        remove_if_present(&fresh)?;
-        let (id, path, dest) = (snapshot.to_owned(), format!("/apps/{app}"), fresh.clone());
+        let result = self.restore_app_from(config, app, snapshot, &fresh).await;
+        if result.is_err() {
+            // A failed restore must not leave its copy filling the disk.
+            blocking(move || remove_if_present(&fresh)).await?;
+        }
+        result
+    }
+
+    async fn restore_app_from(
+        &self,
+        config: &BackupConfig,
+        app: &str,
+        snapshot: &str,
+        fresh: &Path,
+    ) -> Result<(), BackupError> {
+        {
+            let fresh = fresh.to_owned();
+            blocking(move || remove_if_present(&fresh)).await?;
+        }
+        let (id, path, dest) = (
+            snapshot.to_owned(),
+            format!("/apps/{app}"),
+            fresh.to_owned(),
+        );
         self.with_repo(config, None, move |repo| {
             repo.restore(&id, &path, &dest).map(drop)
         })
@@ -273,7 +346,8 @@ impl Backups {
             .pause(app)
             .await
             .map_err(|e| BackupError::Io(e.to_string()))?;
-        let swapped = swap_in(&fresh, &self.inner.apps.app_dir(app));
+        let (from, to) = (fresh.to_owned(), self.inner.apps.app_dir(app));
+        let swapped = blocking(move || swap_in(&from, &to)).await;
         if was_running && let Err(err) = self.inner.apps.resume(app).await {
             tracing::error!(app, %err, "cannot start the app after its restore");
         }
@@ -297,7 +371,21 @@ impl Backups {
             recovery_key: Some(recovery_key),
         })
         .await?;
-        self.start_restore_device(None).await
+        let started = self.restore_device_from(None, true).await;
+        if started.is_err() {
+            self.forget_config().await;
+        }
+        started
+    }
+
+    /// Undoes the wizard's configuration after its restore failed: a device
+    /// then set up afresh must not back up into, and prune, the backups it
+    /// could not restore.
+    async fn forget_config(&self) {
+        if let Err(err) = self.inner.db.clear_backup_config().await {
+            tracing::error!(%err, "cannot clear the backup settings");
+        }
+        let _ = std::fs::remove_file(self.key_file());
     }
 
     /// Starts restoring the whole device from the backup run whose state
@@ -305,6 +393,14 @@ impl Backups {
     /// the state database and ddaemon's files; then the supervisor restarts
     /// to load them, and installs each app again from its manifest.
     pub async fn start_restore_device(&self, snapshot: Option<String>) -> Result<(), BackupError> {
+        self.restore_device_from(snapshot, false).await
+    }
+
+    async fn restore_device_from(
+        &self,
+        snapshot: Option<String>,
+        new_device: bool,
+    ) -> Result<(), BackupError> {
         let config = self.configured().await?;
         let all = self.snapshots().await?;
         let state = match &snapshot {
@@ -331,10 +427,14 @@ impl Backups {
             )
             .into());
         };
-        // Each app's latest snapshot up to the state's: its own run's, or an
-        // earlier one where that run failed before reaching the app.
+        // Each app's latest snapshot up to the state's, from the same
+        // device: its own run's, or an earlier one where that run failed
+        // before reaching the app.
         let mut apps: Vec<(String, String)> = Vec::new();
-        for s in all.iter().filter(|s| s.unix <= state.unix) {
+        for s in all
+            .iter()
+            .filter(|s| s.unix <= state.unix && s.host == state.host)
+        {
             if let Some(app) = &s.app {
                 apps.retain(|(a, _)| a != app);
                 apps.push((app.clone(), s.id.clone()));
@@ -373,9 +473,13 @@ impl Backups {
             {
                 tracing::error!(%err, "cannot record the restore");
             }
-            if result.is_ok() {
-                tracing::warn!("the device was restored; restarting to load it");
-                this.inner.restart.notify_one();
+            match &result {
+                Ok(()) => {
+                    tracing::warn!("the device was restored; restarting to load it");
+                    this.inner.restart.notify_one();
+                }
+                Err(_) if new_device => this.forget_config().await,
+                Err(_) => {}
             }
         });
         Ok(())
@@ -388,12 +492,46 @@ impl Backups {
         apps: &[(String, String)],
     ) -> Result<(), BackupError> {
         let staged = self.inner.work_dir.join("restoring");
-        remove_if_present(&staged)?;
-        let mut wanted = vec![(state.to_owned(), "/state".to_owned(), staged.clone())];
+        let mut fresh_dirs = vec![staged.clone()];
+        fresh_dirs.extend(apps.iter().map(|(app, _)| self.restoring_dir(app)));
+        let result = self
+            .restore_device_from_staging(config, state, apps, &staged)
+            .await;
+        if let Err(err) = &result {
+            tracing::error!(%err, "the whole-device restore failed; nothing was changed unless the log says so");
+        }
+        // Whatever happened, the copies go (after a success they were
+        // moved in place, so only leftovers remain).
+        blocking(move || {
+            for dir in fresh_dirs {
+                remove_if_present(&dir)?;
+            }
+            Ok(())
+        })
+        .await?;
+        result
+    }
+
+    async fn restore_device_from_staging(
+        &self,
+        config: &BackupConfig,
+        state: &str,
+        apps: &[(String, String)],
+        staged: &Path,
+    ) -> Result<(), BackupError> {
+        let mut wanted = vec![(state.to_owned(), "/state".to_owned(), staged.to_owned())];
         for (app, id) in apps {
-            let fresh = self.restoring_dir(app);
-            remove_if_present(&fresh)?;
-            wanted.push((id.clone(), format!("/apps/{app}"), fresh));
+            wanted.push((id.clone(), format!("/apps/{app}"), self.restoring_dir(app)));
+        }
+        {
+            let dirs: Vec<PathBuf> = wanted.iter().map(|(_, _, d)| d.clone()).collect();
+            blocking(move || {
+                for dir in dirs {
+                    remove_if_present(&dir)?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         self.say(format!("restoring the state and {} apps", apps.len()));
         self.with_repo(config, None, move |mut repo| {
@@ -403,42 +541,51 @@ impl Backups {
             Ok(())
         })
         .await?;
-        // Everything is on the disk; now put it in place.
-        for installed in self
-            .inner
-            .apps
-            .list()
-            .await
-            .map_err(|e| BackupError::Io(e.to_string()))?
-        {
-            if let Err(err) = self.inner.apps.pause(installed.id()).await {
-                tracing::warn!(app = %installed.id(), %err, "cannot stop the app before the restore");
-            }
+        // Refused before anything is touched: a database from a newer
+        // ddaemon would stop this one from starting at all.
+        let found = crate::state::schema_version_of(&staged.join("state.db"))?;
+        let known = crate::state::known_schema_version();
+        if found > known {
+            return Err(BackupError::Io(format!(
+                "this backup was made by a newer ddaemon (state version {found}, this one knows {known}); update this device first, then restore"
+            )));
         }
-        for (app, _) in apps {
-            swap_in(&self.restoring_dir(app), &self.inner.apps.app_dir(app))?;
-        }
-        self.inner.db.replace_with(&staged.join("state.db")).await?;
-        self.inner.db.reinstall_all_apps().await?;
+        // ddaemon's own files are staged beside the live ones, so putting
+        // them in place is only renames.
         let ddaemon_dir = self.inner.data_dir.join("ddaemon");
-        for entry in std::fs::read_dir(&staged).map_err(io(&staged))? {
-            let entry = entry.map_err(io(&staged))?;
-            let name = entry.file_name();
-            if NOT_SAVED.iter().any(|s| name == *s) {
-                continue;
-            }
-            let live = ddaemon_dir.join(&name);
-            let fresh = ddaemon_dir.join(format!(".{}.restoring", name.to_string_lossy()));
-            remove_if_present(&fresh)?;
-            if entry.file_type().map_err(io(&entry.path()))?.is_dir() {
-                copy_tree(&entry.path(), &fresh, &[])?;
-                swap_in(&fresh, &live)?;
-            } else {
-                std::fs::copy(entry.path(), &fresh).map_err(io(&fresh))?;
-                std::fs::rename(&fresh, &live).map_err(io(&live))?;
-            }
+        let moves = {
+            let (staged, ddaemon_dir) = (staged.to_owned(), ddaemon_dir.clone());
+            blocking(move || {
+                let mut moves = Vec::new();
+                for entry in std::fs::read_dir(&staged).map_err(io(&staged))? {
+                    let entry = entry.map_err(io(&staged))?;
+                    let name = entry.file_name();
+                    if NOT_SAVED.iter().any(|s| name == *s) {
+                        continue;
+                    }
+                    let fresh = ddaemon_dir.join(format!(".{}.restoring", name.to_string_lossy()));
+                    remove_any(&fresh)?;
+                    if entry.file_type().map_err(io(&entry.path()))?.is_dir() {
+                        copy_tree(&entry.path(), &fresh, &[])?;
+                    } else {
+                        std::fs::copy(entry.path(), &fresh).map_err(io(&fresh))?;
+                    }
+                    moves.push((fresh, ddaemon_dir.join(&name)));
+                }
+                Ok(moves)
+            })
+            .await?
+        };
+        // From here the device changes. If anything fails, the supervisor
+        // restarts, and starts again the apps that were running.
+        let changed = self.put_in_place(apps, moves, staged).await;
+        if changed.is_err() {
+            tracing::error!(
+                "the restore failed half-way; restarting the supervisor to start the apps again"
+            );
+            self.inner.restart.notify_one();
         }
-        let _ = std::fs::remove_dir_all(&staged);
+        changed?;
         // The restored settings hold the target; keep the key that opened it.
         let restored = self.config().await?;
         if restored.as_ref().map(|c| &c.target) != Some(&config.target) {
@@ -451,5 +598,87 @@ impl Backups {
         }
         tracing::info!(state, apps = apps.len(), "device restored from backup");
         Ok(())
+    }
+
+    async fn put_in_place(
+        &self,
+        apps: &[(String, String)],
+        moves: Vec<(PathBuf, PathBuf)>,
+        staged: &Path,
+    ) -> Result<(), BackupError> {
+        for installed in self
+            .inner
+            .apps
+            .list()
+            .await
+            .map_err(|e| BackupError::Io(e.to_string()))?
+        {
+            if let Err(err) = self.inner.apps.pause(installed.id()).await {
+                tracing::warn!(app = %installed.id(), %err, "cannot stop the app before the restore");
+            }
+        }
+        let mut swaps: Vec<(PathBuf, PathBuf)> = apps
+            .iter()
+            .map(|(app, _)| (self.restoring_dir(app), self.inner.apps.app_dir(app)))
+            .collect();
+        swaps.extend(moves);
+        blocking(move || {
+            for (fresh, live) in swaps {
+                swap_in(&fresh, &live)?;
+            }
+            Ok(())
+        })
+        .await?;
+        // The database last: until it is replaced, a restart finds the old
+        // device, whole.
+        self.inner.db.replace_with(&staged.join("state.db")).await?;
+        self.inner.db.reinstall_all_apps().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(path: &Path, text: &str) {
+        std::fs::create_dir_all(path).expect("mkdir");
+        std::fs::write(path.join("note.txt"), text).expect("write");
+    }
+
+    fn read(path: &Path) -> String {
+        std::fs::read_to_string(path.join("note.txt")).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_swap_replaces_whole_and_a_failed_one_keeps_the_old() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (live, fresh) = (dir.path().join("app"), dir.path().join(".app.restoring"));
+        put(&live, "old");
+        put(&fresh, "restored");
+        swap_in(&fresh, &live).expect("swap");
+        assert_eq!(read(&live), "restored");
+        assert!(!fresh.exists() && !aside_of(&live).exists());
+        // Nothing to swap in: an error, and the live folder as it was.
+        assert!(swap_in(&fresh, &live).is_err());
+        assert_eq!(read(&live), "restored");
+        assert!(!aside_of(&live).exists());
+    }
+
+    #[test]
+    fn a_swap_cut_short_is_undone_before_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (live, fresh) = (dir.path().join("app"), dir.path().join(".app.restoring"));
+        // A power cut after the live folder was moved aside.
+        put(&aside_of(&live), "old");
+        put(&fresh, "restored");
+        swap_in(&fresh, &live).expect("swap");
+        assert_eq!(read(&live), "restored");
+        assert!(!aside_of(&live).exists());
+        // And when the restored copy is not there, the old one comes back.
+        put(&aside_of(&live), "old");
+        std::fs::remove_dir_all(&live).expect("rm");
+        assert!(swap_in(&fresh, &live).is_err());
+        assert_eq!(read(&live), "old");
     }
 }

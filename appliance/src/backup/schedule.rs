@@ -104,6 +104,9 @@ pub fn start(backups: super::Backups, db: crate::state::StateDb) {
                 continue;
             }
             tracing::info!("starting the scheduled backup");
+            // A restore or check under way delays it rather than skipping
+            // a day.
+            backups.wait_idle().await;
             if let Err(err) = backups.start_backup().await {
                 tracing::error!(%err, "the scheduled backup did not start");
                 continue;

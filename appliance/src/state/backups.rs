@@ -50,6 +50,17 @@ impl StateDb {
         .await
     }
 
+    /// Forgets the backup settings.
+    pub async fn clear_backup_config(&self) -> Result<(), StateError> {
+        let db = self.clone();
+        self.call(move |conn| {
+            conn.execute("DELETE FROM settings WHERE key = ?1", [BACKUP_CONFIG])
+                .map(drop)
+                .map_err(|e| db.sqlite_error(e))
+        })
+        .await
+    }
+
     /// Records that a run started; returns its id.
     pub async fn start_backup_run(&self, kind: &str, report: String) -> Result<i64, StateError> {
         let db = self.clone();
@@ -157,7 +168,15 @@ impl StateDb {
         self.call(move |conn| {
             conn.restore(MAIN_DB, &source, None::<fn(rusqlite::backup::Progress)>)
                 .map_err(|e| db.sqlite_error(e))?;
-            migrations::apply(conn, &db.path)
+            migrations::apply(conn, &db.path)?;
+            // Browsers logged into the device the backup came from are not
+            // logged into this one; and the copy's own backup, still running
+            // when it was taken, is told by its snapshots, not by a row
+            // that would read "running" for ever.
+            conn.execute_batch(
+                "DELETE FROM sessions; DELETE FROM backup_runs WHERE finished_at IS NULL;",
+            )
+            .map_err(|e| db.sqlite_error(e))
         })
         .await?;
         self.accounts.notify_one();
@@ -180,4 +199,22 @@ impl StateDb {
         })
         .await
     }
+}
+
+/// The schema version of the database file at `path` (a backup's copy).
+pub fn schema_version_of(path: &Path) -> Result<i64, StateError> {
+    let sqlite = |source| StateError::Sqlite {
+        path: path.to_owned(),
+        source,
+    };
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(sqlite)?;
+    conn.pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sqlite)
+}
+
+/// The schema version this build writes.
+pub fn known_schema_version() -> i64 {
+    migrations::current_version()
 }

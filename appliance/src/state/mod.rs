@@ -17,7 +17,7 @@ mod shares;
 
 pub use accounts::{NewSession, SessionRecord, UserRecord};
 pub use apps::{AppPhase, AppRecord, AppStep};
-pub use backups::BackupRunRow;
+pub use backups::{BackupRunRow, known_schema_version, schema_version_of};
 pub use disks::RememberedDisk;
 pub use external_apps::ExternalApp;
 pub use settings::{DeviceSettings, SetupRecord};

@@ -65,6 +65,7 @@ async fn render(
         Err(err) => return ApiError::internal(&err).into_response(),
     };
     let csrf = session.0.csrf_token.as_deref().unwrap_or_default();
+    let body = maud::html! { (super::sections::backup_alert(state).await) (body) };
     let mut response = (
         status,
         Html(dashboard(title, "/apps", &device_name, csrf, body).into_string()),

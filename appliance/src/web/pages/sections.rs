@@ -31,7 +31,13 @@ pub(super) async fn section(
         Err(err) => return crate::web::api_error::ApiError::internal(&err).into_response(),
     };
     let csrf = session.0.csrf_token.as_deref().unwrap_or_default();
-    // A failed backup or check shows on every section until one succeeds.
+    let body = html! { (backup_alert(state).await) (body) };
+    Html(dashboard(title, path, &device_name, csrf, body).into_string()).into_response()
+}
+
+/// A failed backup or check, shown atop every page of the dashboard until
+/// one succeeds.
+pub(super) async fn backup_alert(state: &AppState) -> Markup {
     let failed = state
         .backups
         .runs(1)
@@ -39,16 +45,14 @@ pub(super) async fn section(
         .ok()
         .and_then(|runs| runs.into_iter().next())
         .filter(|run| run.ok == Some(false) && run.kind != "restore");
-    let body = html! {
+    html! {
         @if let Some(run) = failed {
             p.form-error.backup-failed role="alert" {
                 "The last " (run.kind) " failed: " (run.error.unwrap_or_default()) ". "
                 a href="/backups" { "See Backups" }
             }
         }
-        (body)
-    };
-    Html(dashboard(title, path, &device_name, csrf, body).into_string()).into_response()
+    }
 }
 
 fn empty(text: &str) -> Markup {
