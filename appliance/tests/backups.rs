@@ -156,6 +156,37 @@ async fn installed(d: &Daemon, work: &Path, registry: &str) {
     .await;
 }
 
+/// A set-up device in its own namespace with the notes app installed,
+/// and the registry it came from.
+struct Device {
+    net: TestNet,
+    registry: RegistryServer,
+    work: tempfile::TempDir,
+    d: Daemon,
+}
+
+impl Device {
+    async fn with_notes() -> Self {
+        let net = TestNet::new();
+        let registry = RegistryServer::start_in(Some(&net.device));
+        let work = tempfile::tempdir().expect("tempdir");
+        push_image(&registry, work.path());
+        let d = Daemon::start_in_netns(
+            &net.device,
+            vec!["--insecure-registry".into(), registry.host.clone()],
+        )
+        .await;
+        set_up(&d);
+        installed(&d, work.path(), &registry.host).await;
+        Self {
+            net,
+            registry,
+            work,
+            d,
+        }
+    }
+}
+
 fn snapshots(repo: &str, key: &str) -> Vec<Value> {
     let o = restic(repo, key, &["snapshots", "--json"]);
     assert!(o.status.success(), "restic snapshots: {}", text(&o));
@@ -174,17 +205,12 @@ fn tagged<'a>(list: &'a [Value], tag: &str) -> Vec<&'a Value> {
 
 #[tokio::test]
 async fn stock_restic_reads_our_backups_and_an_app_goes_back_in_time() {
-    let net = TestNet::new();
-    let registry = RegistryServer::start_in(Some(&net.device));
-    let work = tempfile::tempdir().expect("tempdir");
-    push_image(&registry, work.path());
-    let mut d = Daemon::start_in_netns(
-        &net.device,
-        vec!["--insecure-registry".into(), registry.host.clone()],
-    )
-    .await;
-    set_up(&d);
-    installed(&d, work.path(), &registry.host).await;
+    let Device {
+        net,
+        registry: _registry,
+        work,
+        mut d,
+    } = Device::with_notes().await;
     let files = d.data().join("apps/notes/files");
     random_file(&files.join("photo.raw"), 3 << 20);
     std::fs::write(files.join("note.txt"), "version 1\n").expect("write");
@@ -643,17 +669,12 @@ impl Drop for SftpServer {
 
 #[tokio::test]
 async fn sftp_through_rclone_and_a_full_disk() {
-    let net = TestNet::new();
-    let registry = RegistryServer::start_in(Some(&net.device));
-    let work = tempfile::tempdir().expect("tempdir");
-    push_image(&registry, work.path());
-    let d = Daemon::start_in_netns(
-        &net.device,
-        vec!["--insecure-registry".into(), registry.host.clone()],
-    )
-    .await;
-    set_up(&d);
-    installed(&d, work.path(), &registry.host).await;
+    let Device {
+        net,
+        registry: _registry,
+        work,
+        d,
+    } = Device::with_notes().await;
     let files = d.data().join("apps/notes/files");
     random_file(&files.join("photo.raw"), 2 << 20);
 
@@ -783,17 +804,12 @@ async fn bench_backup_against_restic() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2048);
-    let net = TestNet::new();
-    let registry = RegistryServer::start_in(Some(&net.device));
-    let work = tempfile::tempdir().expect("tempdir");
-    push_image(&registry, work.path());
-    let d = Daemon::start_in_netns(
-        &net.device,
-        vec!["--insecure-registry".into(), registry.host.clone()],
-    )
-    .await;
-    set_up(&d);
-    installed(&d, work.path(), &registry.host).await;
+    let Device {
+        net: _net,
+        registry: _registry,
+        work,
+        d,
+    } = Device::with_notes().await;
     let files = d.data().join("apps/notes/files");
     mixed_data_set(&files, mib);
     let ours = work.path().join("ours").to_string_lossy().into_owned();
