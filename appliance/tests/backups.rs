@@ -712,6 +712,39 @@ async fn sftp_through_rclone_and_a_full_disk() {
     let o = restic(&remote_path, &key, &["check", "--read-data"]);
     assert!(o.status.success(), "restic check: {}", text(&o));
 
+    // Any rclone remote, from the owner's own rclone.conf section (here
+    // the same server, as an owner would have it configured).
+    let own = work.path().join("rclone.conf");
+    std::fs::write(
+        &own,
+        format!(
+            "[nas]\ntype = sftp\nhost = 127.0.0.1\nport = 2222\nuser = root\nkey_file = {}\n",
+            d.data().join("ddaemon/backup/ssh_key").display()
+        ),
+    )
+    .expect("rclone.conf");
+    let elsewhere = work.path().join("rclone-repo");
+    let said = cli_ok(
+        &d,
+        &[
+            "backup",
+            "target",
+            "--rclone",
+            &format!("nas:{}", elsewhere.display()),
+            "--rclone-config",
+            &own.to_string_lossy(),
+        ],
+    );
+    assert!(said.contains("the recovery key you wrote down"), "{said}");
+    cli_ok(&d, &["backup", "run"]);
+    let listed = cli_ok(&d, &["backup", "ls"]);
+    assert!(
+        listed.contains("app notes") && listed.contains("device state"),
+        "{listed}"
+    );
+    let list = snapshots(&elsewhere.to_string_lossy(), &key);
+    assert_eq!(tagged(&list, "app:notes").len(), 1, "{list:?}");
+
     // A full disk: the backup fails saying so, and what was saved before
     // is intact.
     let small = work.path().join("small");
@@ -859,4 +892,40 @@ async fn bench_backup_against_restic() {
             String::from_utf8_lossy(&o.stdout).trim()
         );
     }
+}
+
+#[tokio::test]
+async fn a_scheduled_backup_runs_at_its_time() {
+    let d = Daemon::start().await;
+    set_up(&d);
+    let work = tempfile::tempdir().expect("tempdir");
+    let repo = work.path().join("repo").to_string_lossy().into_owned();
+    // The next minute, in the device's time zone (UTC), not so near that
+    // it passes while the target is being set.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let next = now + if now % 60 > 50 { 120 } else { 60 };
+    let time = format!("{:02}:{:02}", next / 3600 % 24, next / 60 % 60);
+    cli_ok(
+        &d,
+        &["backup", "target", "--folder", &repo, "--time", &time],
+    );
+    let (_, status) = api(&d, "GET", "/api/v1/backups", None);
+    let at = status["next_run"].as_u64().expect("next_run");
+    assert!(
+        at <= next && at + 60 > next,
+        "the next run is at {time}: {status}"
+    );
+    eventually("the scheduled backup ran", Duration::from_secs(120), || {
+        let (_, s) = api(&d, "GET", "/api/v1/backups", None);
+        let run = &s["runs"][0];
+        (run["kind"] == "backup" && run["ok"] == true)
+            .then_some(())
+            .ok_or(format!("{s}"))
+    })
+    .await;
+    let listed = cli_ok(&d, &["backup", "ls"]);
+    assert!(listed.contains("device state"), "{listed}");
 }

@@ -159,6 +159,8 @@ struct Inner {
     meter: Arc<Meter>,
     /// Woken after a whole-device restore: the supervisor restarts to load it.
     restart: Arc<tokio::sync::Notify>,
+    /// Woken when the settings change, so the schedule follows at once.
+    settings: Arc<tokio::sync::Notify>,
 }
 
 /// The backup service; cheap to clone.
@@ -219,8 +221,14 @@ impl Backups {
                 job: Mutex::new(None),
                 meter: Arc::default(),
                 restart: Arc::default(),
+                settings: Arc::default(),
             }),
         }
+    }
+
+    /// Woken when the backup settings change.
+    pub fn settings_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.inner.settings)
     }
 
     /// Woken when the supervisor must restart to load restored state.
@@ -361,6 +369,7 @@ impl Backups {
             )
             .await?;
         tracing::info!(target = %config.target.describe(), created, "backups set up");
+        self.inner.settings.notify_one();
         Ok(Configured {
             recovery_key: generated.then_some(key),
             created,

@@ -81,9 +81,9 @@ impl Schedule {
 const CHECK_EVERY: i64 = 7 * 86_400;
 
 /// Runs the daily backup at its time, and after it a check when the last
-/// one is a week old. The settings are read again at least every ten
-/// minutes, so a change takes effect without a restart.
+/// one is a week old. New settings take effect at once.
 pub fn start(backups: super::Backups, db: crate::state::StateDb) {
+    let settings = backups.settings_changed();
     tokio::spawn(async move {
         if let Err(err) = backups.close_interrupted_runs().await {
             tracing::error!(%err, "cannot record interrupted backup runs");
@@ -99,7 +99,11 @@ pub fn start(backups: super::Backups, db: crate::state::StateDb) {
                 _ => None,
             };
             let nap = wait.unwrap_or(600).clamp(1, 600);
-            tokio::time::sleep(std::time::Duration::from_secs(nap.unsigned_abs())).await;
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_secs(nap.unsigned_abs())) => {}
+                // New settings: the next run is computed again.
+                () = settings.notified() => continue,
+            }
             if wait.is_none_or(|w| w > nap) {
                 continue;
             }
