@@ -296,6 +296,23 @@ impl Backups {
             )
             .into());
         }
+        if let Some(folder) = request.target.folder()
+            && !folder.parent().is_some_and(Path::is_dir)
+        {
+            // Only the last folder is made: a missing parent is a disk
+            // that is not attached, or a typing mistake.
+            return Err(FieldError::new(
+                "target.path",
+                format!(
+                    "{} does not exist; attach the disk or choose a folder whose parent exists",
+                    folder
+                        .parent()
+                        .map_or(folder.clone(), Path::to_path_buf)
+                        .display()
+                ),
+            )
+            .into());
+        }
         let given = request.recovery_key.as_deref().map(typed_key).transpose()?;
         self.ensure_work_dir()?;
         if matches!(request.target, Target::Sftp { .. }) {

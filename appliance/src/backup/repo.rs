@@ -216,7 +216,11 @@ pub fn open(
     if let Some(dir) = place.address.repository.strip_prefix("local:")
         && create
     {
-        std::fs::create_dir_all(dir)
+        std::fs::create_dir(dir)
+            .or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(e),
+            })
             .map_err(|e| RepoError::Failed(format!("cannot create {dir}: {e}")))?;
     }
     let backends = place.backend_options()?.to_backends().map_err(err)?;

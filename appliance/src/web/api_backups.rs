@@ -55,7 +55,8 @@ pub async fn status(
 #[utoipa::path(put, path = "/api/v1/backups/config", tag = "backups", request_body = ConfigRequest,
     security(("session" = [], "csrf" = [])),
     responses((status = 200, body = Configured), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub async fn configure(
     State(state): State<AppState>,
     _s: ApiSession,
@@ -121,7 +122,8 @@ pub struct RestoreRequest {
 #[utoipa::path(post, path = "/api/v1/backups/restore", tag = "backups", request_body = RestoreRequest,
     security(("session" = [], "csrf" = [])),
     responses((status = 202), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn restore(
     State(state): State<AppState>,
     _s: ApiSession,
@@ -149,7 +151,7 @@ pub struct SshKeyView {
 /// The line to add to the SFTP server's `authorized_keys` (made if absent).
 #[utoipa::path(get, path = "/api/v1/backups/ssh-key", tag = "backups",
     security(("session" = [])),
-    responses((status = 200, body = SshKeyView), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = SshKeyView), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn ssh_key(
     State(state): State<AppState>,
     _s: ApiSession,
@@ -171,7 +173,7 @@ pub struct SetupRestoreRequest {
 /// state (log in with the restored device's password).
 #[utoipa::path(post, path = "/api/v1/setup/restore", tag = "setup", request_body = SetupRestoreRequest,
     responses((status = 202), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn setup_restore(
     State(state): State<AppState>,
     body: Result<ApiJson<SetupRestoreRequest>, ApiError>,
