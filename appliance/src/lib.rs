@@ -11,6 +11,7 @@ pub mod apps;
 pub mod auth;
 pub mod backup;
 pub mod cli;
+pub mod domain;
 pub mod field_error;
 pub mod logging;
 pub mod mdns;

@@ -83,6 +83,10 @@ enum Command {
         /// A smbd to signal after share changes (tests run their own).
         #[arg(long, value_name = "FILE", hide = true)]
         smbd_pid_file: Option<PathBuf>,
+        /// How often public names' certificates are looked at, in seconds
+        /// (tests renew short-lived certificates).
+        #[arg(long, value_name = "SECS", default_value_t = 12 * 3600, hide = true)]
+        acme_check_every: u64,
     },
     /// Show what the System page shows, from the running supervisor.
     Status {
@@ -141,6 +145,13 @@ enum Command {
         #[command(subcommand)]
         action: BackupAction,
     },
+    /// The owner's domain: set it, and make apps public at APP.DOMAIN.
+    Domain {
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+        socket: PathBuf,
+        #[command(subcommand)]
+        action: DomainAction,
+    },
     /// System updates: status, install a signed bundle, switch back.
     Update {
         #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
@@ -193,6 +204,32 @@ enum ShareAction {
     },
     /// Stop sharing a folder (its files stay).
     Rm { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum DomainAction {
+    /// The domain, the DNS records to create, and the public apps.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set the domain (an empty one forgets it and makes every app private).
+    Set {
+        domain: String,
+        /// The ACME CA's directory URL (Let's Encrypt by default).
+        #[arg(long, value_name = "URL")]
+        acme_directory: Option<String>,
+        /// Where the CA sends expiry warnings.
+        #[arg(long, value_name = "EMAIL")]
+        acme_email: Option<String>,
+        /// A PEM file with the root certificate of a private ACME CA.
+        #[arg(long, value_name = "FILE")]
+        acme_ca: Option<PathBuf>,
+    },
+    /// Make an app answer at https://APP.DOMAIN.
+    Public { app: String },
+    /// Make an app answer on the home network only.
+    Private { app: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -467,6 +504,7 @@ fn main() -> anyhow::Result<()> {
             udev_data,
             unix_users,
             smbd_pid_file,
+            acme_check_every,
         } => runtime
             .block_on(serve(ServeOptions {
                 data_dir: data,
@@ -483,6 +521,7 @@ fn main() -> anyhow::Result<()> {
                 udev_data,
                 unix_users,
                 smbd_pid_file,
+                acme_check_every: std::time::Duration::from_secs(acme_check_every.max(1)),
             }))
             .context("ddaemon serve failed"),
         Command::Status { socket, json } => runtime
@@ -502,6 +541,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Update { socket, action } => {
             runtime.block_on(update(&ApiClient::new(&socket), action))
+        }
+        Command::Domain { socket, action } => {
+            runtime.block_on(domain(&ApiClient::new(&socket), action))
         }
         Command::Health { socket, wait, unit } => runtime
             .block_on(ddaemon::cli::update::wait_healthy(
@@ -687,6 +729,49 @@ async fn backup(client: &ApiClient, action: BackupAction) -> anyhow::Result<()> 
             }
         }
     }
+    Ok(())
+}
+
+async fn domain(client: &ApiClient, action: DomainAction) -> anyhow::Result<()> {
+    use ddaemon::cli::domain;
+    let status = match action {
+        DomainAction::Status { json: true } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&domain::status(client).await?)?
+            );
+            return Ok(());
+        }
+        DomainAction::Status { json: false } => domain::status(client).await?,
+        DomainAction::Set {
+            domain: name,
+            acme_directory,
+            acme_email,
+            acme_ca,
+        } => {
+            let acme_ca = match acme_ca {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let request = serde_json::json!({
+                "domain": name, "acme_directory": acme_directory,
+                "acme_email": acme_email, "acme_ca": acme_ca,
+            });
+            domain::set(client, &request)
+                .await
+                .context("the domain was not set")?
+        }
+        DomainAction::Public { app } => domain::set_public(client, &app, true)
+            .await
+            .with_context(|| format!("{app} was not made public"))?,
+        DomainAction::Private { app } => domain::set_public(client, &app, false)
+            .await
+            .with_context(|| format!("{app} was not made private"))?,
+    };
+    print!("{}", domain::status_text(&status));
     Ok(())
 }
 

@@ -61,6 +61,8 @@ pub struct ServeOptions {
     /// A smbd to send SIGHUP to after a change (tests); otherwise the
     /// device's smbd is reloaded through systemd, and elsewhere none.
     pub smbd_pid_file: Option<PathBuf>,
+    /// How often public names' certificates are looked at.
+    pub acme_check_every: Duration,
 }
 
 /// Why the supervisor could not start or stopped with an error.
@@ -149,6 +151,13 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         .map_err(ServeError::Ca)?,
     );
     let proxy = crate::proxy::Proxy::default();
+    let domain = crate::domain::Domain::load(
+        db.clone(),
+        &options.data_dir,
+        proxy.routes.clone(),
+        Arc::clone(&ca),
+    )
+    .await?;
     let device_name = settings
         .device_name
         .clone()
@@ -217,9 +226,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 mdns.clone(),
             ),
             backups: crate::backup::Backups::new(db_for_backups, apps.clone(), &options.data_dir),
+            domain: domain.clone(),
         },
     );
     start_share_sync(&state);
+    domain.start(options.acme_check_every);
     crate::backup::schedule::start(state.backups.clone(), state.db.clone());
     let restart = state.backups.restart_requested();
     start_disk_watch(&state.storage);
@@ -300,7 +311,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
     if let Some(tls) = tls {
         tracing::info!(listen = %tls.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving HTTPS");
-        tokio::spawn(crate::tls::serve_tls(tls, tls_app, ca, stop_rx.clone()));
+        tokio::spawn(crate::tls::serve_tls(
+            tls,
+            tls_app,
+            domain.resolver(),
+            stop_rx.clone(),
+        ));
     }
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;

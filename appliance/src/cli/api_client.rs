@@ -201,6 +201,13 @@ pub async fn for_each_line(
 fn error_message(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .and_then(|v| {
+            let message = v["error"]["message"].as_str()?;
+            // The field names what to fix, as the pages show beside it.
+            Some(match v["error"]["field"].as_str() {
+                Some(field) if !message.starts_with(field) => format!("{field}: {message}"),
+                _ => message.to_owned(),
+            })
+        })
         .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }

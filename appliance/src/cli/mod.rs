@@ -6,6 +6,7 @@ pub mod apps;
 pub mod backups;
 pub mod containers;
 pub mod disks;
+pub mod domain;
 pub mod images;
 pub mod shares;
 mod status;

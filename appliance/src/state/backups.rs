@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use rusqlite::{MAIN_DB, OptionalExtension, params};
+use rusqlite::{MAIN_DB, params};
 
 use super::{StateDb, StateError, migrations, now_unix};
 
@@ -23,42 +23,16 @@ pub struct BackupRunRow {
 impl StateDb {
     /// The backup settings, as JSON; none before the owner set them.
     pub async fn backup_config(&self) -> Result<Option<String>, StateError> {
-        let db = self.clone();
-        self.call(move |conn| {
-            conn.query_row(
-                "SELECT value FROM settings WHERE key = ?1",
-                [BACKUP_CONFIG],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| db.sqlite_error(e))
-        })
-        .await
+        self.setting(BACKUP_CONFIG).await
     }
 
     pub async fn set_backup_config(&self, json: String) -> Result<(), StateError> {
-        let db = self.clone();
-        self.call(move |conn| {
-            conn.execute(
-                "INSERT INTO settings (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![BACKUP_CONFIG, json],
-            )
-            .map(|_| ())
-            .map_err(|e| db.sqlite_error(e))
-        })
-        .await
+        self.set_setting(BACKUP_CONFIG, json).await
     }
 
     /// Forgets the backup settings.
     pub async fn clear_backup_config(&self) -> Result<(), StateError> {
-        let db = self.clone();
-        self.call(move |conn| {
-            conn.execute("DELETE FROM settings WHERE key = ?1", [BACKUP_CONFIG])
-                .map(drop)
-                .map_err(|e| db.sqlite_error(e))
-        })
-        .await
+        self.clear_setting(BACKUP_CONFIG).await
     }
 
     /// Records that a run started; returns its id.

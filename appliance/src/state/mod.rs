@@ -20,7 +20,7 @@ pub use apps::{AppPhase, AppRecord, AppStep};
 pub use backups::{BackupRunRow, known_schema_version, schema_version_of};
 pub use disks::RememberedDisk;
 pub use external_apps::ExternalApp;
-pub use settings::{DeviceSettings, SetupRecord};
+pub use settings::{DOMAIN_CONFIG, DeviceSettings, SetupRecord};
 pub use shares::Share;
 
 use std::path::{Path, PathBuf};

@@ -42,7 +42,43 @@ fn get(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
     .optional()
 }
 
+/// The domain settings (JSON), kept by `crate::domain`.
+pub const DOMAIN_CONFIG: &str = "domain_config";
+
 impl StateDb {
+    /// One setting's value; none when it was never set.
+    pub async fn setting(&self, key: &'static str) -> Result<Option<String>, StateError> {
+        let db = self.clone();
+        self.call(move |conn| get(conn, key).map_err(|e| db.sqlite_error(e)))
+            .await
+    }
+
+    /// Sets one setting, replacing what it held.
+    pub async fn set_setting(&self, key: &'static str, value: String) -> Result<(), StateError> {
+        let db = self.clone();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(drop)
+            .map_err(|e| db.sqlite_error(e))
+        })
+        .await
+    }
+
+    /// Forgets one setting.
+    pub async fn clear_setting(&self, key: &'static str) -> Result<(), StateError> {
+        let db = self.clone();
+        self.call(move |conn| {
+            conn.execute("DELETE FROM settings WHERE key = ?1", [key])
+                .map(drop)
+                .map_err(|e| db.sqlite_error(e))
+        })
+        .await
+    }
+
     /// Reads the device settings.
     pub async fn device_settings(&self) -> Result<DeviceSettings, StateError> {
         let db = self.clone();

@@ -1,4 +1,5 @@
-//! The HTTPS listener: TLS with certificates from the device CA, then the
+//! The HTTPS listener: TLS with certificates from the device CA (`.local`)
+//! or the ACME CA (public names, see `crate::domain`), then the
 //! same router as plain HTTP, with the peer marked as TLS (cookies get
 //! `Secure`).
 
@@ -12,19 +13,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::DeviceCa;
 use crate::web::peer::Peer;
 
 /// Accepts TLS connections on `listener` until `stop` turns true.
 pub async fn serve_tls(
     listener: TcpListener,
     app: Router,
-    ca: Arc<DeviceCa>,
+    names: Arc<dyn rustls::server::ResolvesServerCert>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut config = rustls::ServerConfig::builder()
         .with_no_client_auth()
-        .with_cert_resolver(ca);
+        .with_cert_resolver(names);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
     loop {

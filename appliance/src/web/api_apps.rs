@@ -402,6 +402,7 @@ pub async fn remove(
         .remove(&id, query.purge.unwrap_or(false))
         .await
         .map_err(app_error)?;
+    state.domain.forget_app(&id).await;
     Ok((StatusCode::ACCEPTED, Json(view(&state, &record))).into_response())
 }
 

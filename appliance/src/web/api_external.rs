@@ -151,5 +151,6 @@ pub async fn remove(
     }
     state.proxy.routes.remove(&name);
     state.mdns.withdraw(&name);
+    state.domain.forget_app(&name).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,6 +11,7 @@ pub mod api_backups;
 pub mod api_catalog;
 pub mod api_containers;
 pub mod api_disks;
+pub mod api_domain;
 pub mod api_error;
 pub mod api_external;
 pub mod api_images;
@@ -75,6 +76,14 @@ pub fn router(state: AppState) -> Router {
         .route("/apps/{id}/restart", post(api_apps::restart))
         .route("/apps/{id}/update", post(api_apps::update))
         .route("/apps/{id}/logs", get(api_apps::logs))
+        .route(
+            "/apps/{id}/public",
+            axum::routing::put(api_domain::set_public),
+        )
+        .route(
+            "/domain",
+            get(api_domain::status).put(api_domain::configure),
+        )
         .route("/catalog", get(api_catalog::list))
         .route("/catalog/{id}/icon.svg", get(api_catalog::icon))
         .route(
@@ -119,7 +128,7 @@ pub fn router(state: AppState) -> Router {
         .route("/storage/format", post(pages::storage_format_submit))
         .route("/storage/shares", post(pages::share_submit))
         .route("/backups", get(pages::backups).post(pages::backups_submit))
-        .route("/domain", get(pages::domain))
+        .route("/domain", get(pages::domain).post(pages::domain_submit))
         .route("/system", get(pages::system))
         .route("/system/power", post(pages::power_submit))
         .route(
@@ -148,6 +157,12 @@ pub fn router(state: AppState) -> Router {
             crate::proxy::dispatch,
         ))
         .layer(middleware::from_fn(guard::known_host))
+        // Public names and the ACME CA's checks come from the internet,
+        // where the home network's host names mean nothing.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::domain::public_names,
+        ))
         .with_state(state)
 }
 

@@ -6,8 +6,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::api_error::{ErrorBody, ErrorDetail};
 use super::{
-    api, api_apps, api_backups, api_catalog, api_containers, api_disks, api_external, api_images,
-    api_shares, api_update,
+    api, api_apps, api_backups, api_catalog, api_containers, api_disks, api_domain, api_external,
+    api_images, api_shares, api_update,
 };
 use crate::setup::SetupRequest;
 use crate::system::{DiskUse, MemoryUse, SystemInfo};
@@ -28,7 +28,8 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_shares::list, api_shares::add, api_shares::remove,
         api_backups::status, api_backups::configure, api_backups::run, api_backups::check,
         api_backups::snapshots, api_backups::restore, api_backups::ssh_key,
-        api_backups::setup_restore, api_backups::setup_restore_status
+        api_backups::setup_restore, api_backups::setup_restore_status,
+        api_domain::status, api_domain::configure, api_domain::set_public
     ),
     components(schemas(
         api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone, api::PowerRequest, crate::system::PowerAction, crate::system::UpdateStatus, crate::system::SlotView, crate::system::UpdateJob, api_update::UpdateApplied,
@@ -42,7 +43,9 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         crate::backup::BackupStatus, crate::backup::BackupConfig, crate::backup::ConfigRequest,
         crate::backup::Configured, crate::backup::Target, crate::backup::Schedule, crate::backup::Retention,
         crate::backup::JobView, crate::backup::RunReport, crate::backup::Pause, crate::backup::SnapshotInfo,
-        api_backups::RestoreRequest, api_backups::SshKeyView, api_backups::SetupRestoreRequest
+        api_backups::RestoreRequest, api_backups::SshKeyView, api_backups::SetupRestoreRequest,
+        crate::domain::DomainStatus, crate::domain::DomainRequest, crate::domain::PublicApp,
+        crate::domain::CertificateStatus, crate::domain::DnsRecord, api_domain::PublicRequest
     )),
     modifiers(&Security)
 )]

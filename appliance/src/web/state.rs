@@ -50,6 +50,8 @@ pub struct AppState {
     pub shares: crate::storage::shares::Shares,
     /// Backups.
     pub backups: crate::backup::Backups,
+    /// The owner's domain and the apps public under it.
+    pub domain: crate::domain::Domain,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -77,6 +79,7 @@ pub struct Parts {
     pub storage: crate::storage::Storage,
     pub shares: crate::storage::shares::Shares,
     pub backups: crate::backup::Backups,
+    pub domain: crate::domain::Domain,
 }
 
 impl AppState {
@@ -102,6 +105,7 @@ impl AppState {
             storage,
             shares,
             backups,
+            domain,
         } = parts;
         let hasher = PasswordHasher::default();
         Self {
@@ -124,6 +128,7 @@ impl AppState {
             storage,
             shares,
             backups,
+            domain,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }

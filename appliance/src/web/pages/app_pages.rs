@@ -65,7 +65,11 @@ async fn render(
         Err(err) => return ApiError::internal(&err).into_response(),
     };
     let csrf = session.0.csrf_token.as_deref().unwrap_or_default();
-    let body = maud::html! { (super::sections::backup_alert(state).await) (body) };
+    let body = maud::html! {
+        (super::sections::backup_alert(state).await)
+        (super::domain_page::public_alert(state).await)
+        (body)
+    };
     let mut response = (
         status,
         Html(dashboard(title, "/apps", &device_name, csrf, body).into_string()),
@@ -355,12 +359,13 @@ pub async fn action_submit(
             .await
             .map(drop)
             .map_err(|e| e.message()),
-        "remove" => state
-            .apps
-            .remove(&id, form.purge.is_some())
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
+        "remove" => match state.apps.remove(&id, form.purge.is_some()).await {
+            Ok(_) => {
+                state.domain.forget_app(&id).await;
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
         other => Err(format!(
             "{other:?} is not something an app can do; use the page's buttons"
         )),

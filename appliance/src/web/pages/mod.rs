@@ -3,6 +3,7 @@
 
 mod app_pages;
 mod backups_page;
+mod domain_page;
 mod layout;
 mod login_page;
 mod sections;
@@ -12,9 +13,10 @@ mod update_pages;
 
 pub use app_pages::{action_submit, app, apps, install_submit};
 pub use backups_page::{backups, backups_submit};
+pub use domain_page::{domain, domain_submit};
 pub use layout::bare;
 pub use login_page::{login_form, login_submit, logout_submit};
-pub use sections::{domain, not_found, power_submit, system};
+pub use sections::{not_found, power_submit, system};
 pub use setup_page::{restore_progress, restore_submit, setup_form, setup_submit};
 pub use storage_page::{share_submit, storage, storage_action_submit, storage_format_submit};
 pub use update_pages::{switch_back_submit, update_submit};

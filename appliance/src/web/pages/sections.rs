@@ -1,6 +1,5 @@
-//! The dashboard's sections. Domain is an empty shell until its module
-//! lands; System shows the device's state. (Apps, Storage and Backups have
-//! their own modules.)
+//! The dashboard's sections: System shows the device's state. (Apps,
+//! Storage, Backups and Domain have their own modules.)
 
 use axum::Form;
 use axum::extract::State;
@@ -31,7 +30,7 @@ pub(super) async fn section(
         Err(err) => return crate::web::api_error::ApiError::internal(&err).into_response(),
     };
     let csrf = session.0.csrf_token.as_deref().unwrap_or_default();
-    let body = html! { (backup_alert(state).await) (body) };
+    let body = html! { (backup_alert(state).await) (super::domain_page::public_alert(state).await) (body) };
     Html(dashboard(title, path, &device_name, csrf, body).into_string()).into_response()
 }
 
@@ -53,16 +52,6 @@ pub(super) async fn backup_alert(state: &AppState) -> Markup {
             }
         }
     }
-}
-
-fn empty(text: &str) -> Markup {
-    html! { p.empty { (text) } }
-}
-
-/// `/domain`.
-pub async fn domain(State(state): State<AppState>, session: PageSession) -> Response {
-    let body = empty("No domain is set up. Apps answer on the home network only.");
-    section(&state, &session, "/domain", "Domain", body).await
 }
 
 /// `/system`.
