@@ -176,6 +176,35 @@ fn served_serial(d: &Daemon, name: &str) -> Option<String> {
         .map(|s| s.to_ascii_lowercase())
 }
 
+/// A plain HTTP request to the supervisor, for the name `host`.
+async fn as_host(d: &Daemon, path: &str, host: &str) -> reqwest::Response {
+    d.http
+        .get(d.url(path))
+        .header("host", host)
+        .send()
+        .await
+        .expect("plain HTTP request")
+}
+
+/// Adds an external app (the owner's own device) routed at `NAME.local`.
+async fn add_app(d: &Daemon, session: &common::Session, name: &str, target: SocketAddr) {
+    let added = d
+        .http
+        .post(d.url("/api/v1/external-apps"))
+        .header("cookie", session.header())
+        .header("x-csrf-token", &session.csrf)
+        .json(&json!({"name": name, "target": target.to_string()}))
+        .send()
+        .await
+        .expect("add app");
+    let status = added.status();
+    assert!(
+        status.is_success(),
+        "{}",
+        added.text().await.unwrap_or_default()
+    );
+}
+
 fn domain_status(d: &Daemon) -> Value {
     let out = d.cli(&["domain", "status", "--json"]);
     assert!(
@@ -207,20 +236,7 @@ async fn a_public_app_gets_a_real_certificate_renews_it_and_goes_private() {
     let pebble = Pebble::start(work.path(), d.addr.port(), 40);
     let session = d.set_up().await;
     let backend = app_backend().await;
-    let added = d
-        .http
-        .post(d.url("/api/v1/external-apps"))
-        .header("cookie", session.header())
-        .header("x-csrf-token", &session.csrf)
-        .json(&json!({"name": "wiki", "target": backend.to_string()}))
-        .send()
-        .await
-        .expect("add app");
-    assert!(
-        added.status().is_success(),
-        "{}",
-        added.text().await.unwrap_or_default()
-    );
+    add_app(&d, &session, "wiki", backend).await;
 
     // Bad input names its field and changes nothing.
     let no_domain = d.cli(&["domain", "public", "wiki"]);
@@ -315,25 +331,13 @@ async fn a_public_app_gets_a_real_certificate_renews_it_and_goes_private() {
 
     // Plain HTTP on the public name goes to HTTPS; the dashboard is not
     // reachable under the domain.
-    let plain = d
-        .http
-        .get(d.url("/hello?x=1"))
-        .header("host", "wiki.example.test")
-        .send()
-        .await
-        .expect("plain http");
+    let plain = as_host(&d, "/hello?x=1", "wiki.example.test").await;
     assert_eq!(plain.status().as_u16(), 308);
     assert_eq!(
         plain.headers()["location"],
         "https://wiki.example.test/hello?x=1"
     );
-    let dashboard = d
-        .http
-        .get(d.url("/apps"))
-        .header("host", "example.test")
-        .send()
-        .await
-        .expect("dashboard by domain");
+    let dashboard = as_host(&d, "/apps", "example.test").await;
     assert_eq!(dashboard.status().as_u16(), 421);
 
     // The page shows it, and warns: this app has no login of its own.
@@ -398,22 +402,10 @@ async fn a_public_app_gets_a_real_certificate_renews_it_and_goes_private() {
         !out.status.success(),
         "a private app still answered over HTTPS"
     );
-    let plain = d
-        .http
-        .get(d.url("/hello"))
-        .header("host", "wiki.example.test")
-        .send()
-        .await
-        .expect("plain http");
+    let plain = as_host(&d, "/hello", "wiki.example.test").await;
     assert_eq!(plain.status().as_u16(), 421);
     // Still there on the home network.
-    let local = d
-        .http
-        .get(d.url("/hello"))
-        .header("host", "wiki.local")
-        .send()
-        .await
-        .expect("local");
+    let local = as_host(&d, "/hello", "wiki.local").await;
     assert_eq!(
         local.text().await.expect("text"),
         "hello from the wiki over http"
@@ -429,16 +421,7 @@ async fn an_unreachable_ca_is_reported_on_the_name() {
     .await;
     let session = d.set_up().await;
     let backend = app_backend().await;
-    let added = d
-        .http
-        .post(d.url("/api/v1/external-apps"))
-        .header("cookie", session.header())
-        .header("x-csrf-token", &session.csrf)
-        .json(&json!({"name": "wiki", "target": backend.to_string()}))
-        .send()
-        .await
-        .expect("add app");
-    assert!(added.status().is_success());
+    add_app(&d, &session, "wiki", backend).await;
     let dead = format!("https://127.0.0.1:{}/dir", free_port());
     let set = d.cli(&["domain", "set", "example.test", "--acme-directory", &dead]);
     assert!(
