@@ -87,6 +87,9 @@ enum Command {
         /// (tests renew short-lived certificates).
         #[arg(long, value_name = "SECS", default_value_t = 12 * 3600, hide = true)]
         acme_check_every: u64,
+        /// How often dynamic DNS looks at the public address, in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 300, hide = true)]
+        ddns_check_every: u64,
     },
     /// Show what the System page shows, from the running supervisor.
     Status {
@@ -225,6 +228,24 @@ enum DomainAction {
         /// A PEM file with the root certificate of a private ACME CA.
         #[arg(long, value_name = "FILE")]
         acme_ca: Option<PathBuf>,
+    },
+    /// Keep *.DOMAIN at the public address with RFC 2136 updates.
+    Ddns {
+        /// The DNS server taking updates (host or host:port).
+        #[arg(long, required_unless_present = "off")]
+        server: Option<String>,
+        /// The zone holding the domain (the domain itself by default).
+        #[arg(long)]
+        zone: Option<String>,
+        /// The TSIG key file, as BIND's tsig-keygen writes it.
+        #[arg(long, value_name = "FILE", required_unless_present = "off")]
+        key_file: Option<PathBuf>,
+        /// An http(s) URL answering the public address, or the address.
+        #[arg(long, value_name = "URL|ADDRESS", required_unless_present = "off")]
+        address_from: Option<String>,
+        /// Turn dynamic DNS off.
+        #[arg(long, conflicts_with_all = ["server", "zone", "key_file", "address_from"])]
+        off: bool,
     },
     /// Make an app answer at https://APP.DOMAIN.
     Public { app: String },
@@ -505,6 +526,7 @@ fn main() -> anyhow::Result<()> {
             unix_users,
             smbd_pid_file,
             acme_check_every,
+            ddns_check_every,
         } => runtime
             .block_on(serve(ServeOptions {
                 data_dir: data,
@@ -522,6 +544,7 @@ fn main() -> anyhow::Result<()> {
                 unix_users,
                 smbd_pid_file,
                 acme_check_every: std::time::Duration::from_secs(acme_check_every.max(1)),
+                ddns_check_every: std::time::Duration::from_secs(ddns_check_every.max(1)),
             }))
             .context("ddaemon serve failed"),
         Command::Status { socket, json } => runtime
@@ -763,6 +786,35 @@ async fn domain(client: &ApiClient, action: DomainAction) -> anyhow::Result<()> 
             domain::set(client, &request)
                 .await
                 .context("the domain was not set")?
+        }
+        DomainAction::Ddns {
+            server,
+            zone,
+            key_file,
+            address_from,
+            off: _,
+        } => {
+            let (key_name, key_algorithm, key_secret) = match &key_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    ddaemon::domain::ddns::parse_key_file(&text).with_context(|| {
+                        format!(
+                            "{} is not a TSIG key file like tsig-keygen writes (key \"NAME\" {{ algorithm ...; secret \"...\"; }};)",
+                            path.display()
+                        )
+                    })?
+                }
+                None => Default::default(),
+            };
+            let request = serde_json::json!({
+                "server": server.unwrap_or_default(), "zone": zone.unwrap_or_default(),
+                "key_name": key_name, "key_algorithm": key_algorithm, "key_secret": key_secret,
+                "address_from": address_from.unwrap_or_default(),
+            });
+            domain::set_ddns(client, &request)
+                .await
+                .context("dynamic DNS was not set up")?
         }
         DomainAction::Public { app } => domain::set_public(client, &app, true)
             .await

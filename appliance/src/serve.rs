@@ -63,6 +63,8 @@ pub struct ServeOptions {
     pub smbd_pid_file: Option<PathBuf>,
     /// How often public names' certificates are looked at.
     pub acme_check_every: Duration,
+    /// How often dynamic DNS looks at the public address.
+    pub ddns_check_every: Duration,
 }
 
 /// Why the supervisor could not start or stopped with an error.
@@ -231,6 +233,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     );
     start_share_sync(&state);
     domain.start(options.acme_check_every);
+    domain.start_ddns(options.ddns_check_every);
     crate::backup::schedule::start(state.backups.clone(), state.db.clone());
     let restart = state.backups.restart_requested();
     start_disk_watch(&state.storage);

@@ -458,3 +458,189 @@ async fn an_unreachable_ca_is_reported_on_the_name() {
     assert!(removed.status().is_success());
     assert_eq!(domain_status(&d)["public_apps"], json!([]));
 }
+
+/// BIND 9 (Debian's `bind9`) serving `example.test` on loopback and
+/// taking updates signed with one TSIG key; killed when dropped.
+struct Bind {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Bind {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Bind {
+    fn start(dir: &Path, key_file: &Path) -> Self {
+        let port = free_port();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("example.test.zone"),
+            "$TTL 300\n@ IN SOA ns.example.test. admin.example.test. ( 1 3600 600 86400 300 )\n\
+             @ IN NS ns.example.test.\nns IN A 127.0.0.1\n",
+        )
+        .expect("zone file");
+        let config = format!(
+            "options {{ directory \"{d}\"; listen-on port {port} {{ 127.0.0.1; }}; listen-on-v6 {{ none; }};\n\
+             pid-file \"{d}/named.pid\"; session-keyfile \"{d}/session.key\"; managed-keys-directory \"{d}\";\n\
+             recursion no; dnssec-validation no; }};\n\
+             include \"{}\";\n\
+             zone \"example.test\" {{ type primary; file \"{d}/example.test.zone\"; allow-update {{ key \"ddns-key\"; }}; }};\n",
+            key_file.display()
+        );
+        std::fs::write(dir.join("named.conf"), config).expect("named.conf");
+        let log = std::fs::File::create(dir.join("named.log")).expect("log");
+        let child = Command::new("/usr/sbin/named")
+            .args(["-g", "-n", "1", "-c"])
+            .arg(dir.join("named.conf"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("named (Debian's bind9 package)");
+        let bind = Self { child, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "named did not start: {}",
+                std::fs::read_to_string(dir.join("named.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bind
+    }
+
+    /// What `name`'s A records are, as `dig` asks the server.
+    fn lookup(&self, name: &str) -> String {
+        let out = Command::new("dig")
+            .args([
+                "+short",
+                "+tcp",
+                "-p",
+                &self.port.to_string(),
+                "@127.0.0.1",
+                name,
+                "A",
+            ])
+            .output()
+            .expect("dig (Debian's bind9-dnsutils)");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+fn tsig_key(dir: &Path, file: &str) -> std::path::PathBuf {
+    let out = Command::new("tsig-keygen")
+        .arg("ddns-key")
+        .output()
+        .expect("tsig-keygen (Debian's bind9)");
+    assert!(out.status.success());
+    let path = dir.join(file);
+    std::fs::write(&path, out.stdout).expect("key file");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_dns_keeps_the_wildcard_at_the_public_address() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let key = tsig_key(work.path(), "ddns.key");
+    let wrong_key = tsig_key(work.path(), "wrong.key");
+    let bind = Bind::start(work.path(), &key);
+    // The network's public address, as a router's status page would say it.
+    let public = std::sync::Arc::new(std::sync::Mutex::new("203.0.113.7".to_owned()));
+    let served = public.clone();
+    let app = axum::Router::new().route(
+        "/ip",
+        axum::routing::get(move || {
+            let served = served.clone();
+            async move { format!("{}\n", served.lock().map(|s| s.clone()).unwrap_or_default()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address_url = format!("http://{}/ip", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let d = Daemon::start_with(
+        tempfile::tempdir().expect("data"),
+        vec!["--ddns-check-every".into(), "1".into()],
+    )
+    .await;
+    let _session = d.set_up().await;
+    assert!(d.cli(&["domain", "set", "example.test"]).status.success());
+    let server = format!("127.0.0.1:{}", bind.port);
+    let ddns = |key: &Path| {
+        d.cli(&[
+            "domain",
+            "ddns",
+            "--server",
+            &server,
+            "--key-file",
+            &key.to_string_lossy(),
+            "--address-from",
+            &address_url,
+        ])
+    };
+
+    // A key the server does not know: refused on its field, nothing saved.
+    let refused = ddns(&wrong_key);
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && text.contains("key_secret") && text.contains("NOTAUTH"),
+        "{text}"
+    );
+    assert!(domain_status(&d)["ddns"].is_null());
+    assert_eq!(bind.lookup("wiki.example.test"), "");
+
+    let set = ddns(&key);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert_eq!(bind.lookup("wiki.example.test"), "203.0.113.7");
+    assert_eq!(bind.lookup("anything.example.test"), "203.0.113.7");
+    assert_eq!(domain_status(&d)["records"][0]["value"], "203.0.113.7");
+
+    // The address changes: the record follows, and the log says so.
+    *public.lock().expect("lock") = "198.51.100.9".into();
+    eventually(
+        "the record to follow the new address",
+        Duration::from_secs(20),
+        || {
+            let now = bind.lookup("wiki.example.test");
+            (now == "198.51.100.9").then_some(()).ok_or(now)
+        },
+    )
+    .await;
+    assert!(
+        d.log().contains("the public address changed"),
+        "{}",
+        d.log()
+    );
+
+    // A source that answers nonsense is reported, and the record stays.
+    *public.lock().expect("lock") = "<html>login</html>".into();
+    eventually("the failure to show", Duration::from_secs(20), || {
+        let status = domain_status(&d);
+        let error = status["ddns"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        error
+            .contains("not an IPv4 address")
+            .then_some(())
+            .ok_or(error)
+    })
+    .await;
+    assert_eq!(bind.lookup("wiki.example.test"), "198.51.100.9");
+
+    // Off: nothing is updated any more.
+    assert!(d.cli(&["domain", "ddns", "--off"]).status.success());
+    assert!(domain_status(&d)["ddns"].is_null());
+}

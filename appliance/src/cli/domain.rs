@@ -28,6 +28,14 @@ pub async fn set(
     put(client, "/api/v1/domain", request).await
 }
 
+/// Sets up (or turns off) dynamic DNS.
+pub async fn set_ddns(
+    client: &ApiClient,
+    request: &serde_json::Value,
+) -> Result<DomainStatus, ClientError> {
+    put(client, "/api/v1/domain/ddns", request).await
+}
+
 /// Turns an app's public switch on or off.
 pub async fn set_public(
     client: &ApiClient,
@@ -55,6 +63,19 @@ pub fn status_text(status: &DomainStatus) -> String {
             "DNS record to create: {}  {}  {}",
             record.name, record.kind, record.value
         );
+    }
+    if let Some(ddns) = &status.ddns {
+        let _ = write!(
+            out,
+            "Dynamic DNS: {} in zone {} via {}",
+            ddns.address.as_deref().unwrap_or("no address yet"),
+            ddns.zone,
+            ddns.server
+        );
+        if let Some(error) = &ddns.error {
+            let _ = write!(out, " (last update failed: {error})");
+        }
+        out.push('\n');
     }
     if status.public_apps.is_empty() {
         out.push_str("No app is public.\n");

@@ -29,6 +29,9 @@ pub struct DomainConfig {
     /// The apps that answer on the internet.
     #[serde(default)]
     pub public_apps: BTreeSet<String>,
+    /// Dynamic DNS, when the owner set it up.
+    #[serde(default)]
+    pub ddns: Option<super::ddns::DdnsConfig>,
 }
 
 /// `PUT /api/v1/domain`: the domain and its CA. An empty domain forgets it
@@ -77,16 +80,18 @@ impl DomainRequest {
         };
         // A new domain starts with every app private: being public under
         // one name is no consent to being public under another.
-        let public_apps = previous
-            .filter(|p| p.domain == domain)
-            .map(|p| p.public_apps.clone())
-            .unwrap_or_default();
+        let same = previous.filter(|p| p.domain == domain);
+        let public_apps = same.map(|p| p.public_apps.clone()).unwrap_or_default();
+        // Dynamic DNS names the zone of this domain; another domain needs
+        // it set up again.
+        let ddns = same.and_then(|p| p.ddns.clone());
         Ok(Some(DomainConfig {
             domain,
             acme_directory,
             acme_email,
             acme_ca,
             public_apps,
+            ddns,
         }))
     }
 }

@@ -9,6 +9,8 @@
 pub mod acme;
 pub mod certs;
 pub mod config;
+pub mod ddns;
+pub mod dns_update;
 mod http;
 
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ use utoipa::ToSchema;
 pub use acme::{AcmeClient, AcmeError, Challenges};
 pub use certs::{CertStore, HeldCert};
 pub use config::{DomainConfig, DomainRequest, LETS_ENCRYPT};
+pub use ddns::{DdnsRequest, DdnsStatus};
 pub use http::public_names;
 
 use crate::field_error::FieldError;
@@ -32,8 +35,6 @@ use crate::proxy::{Backend, RouteTable, host_name};
 use crate::state::{StateDb, StateError};
 use crate::tls::DeviceCa;
 
-/// How often certificates are looked at when nothing wakes the task.
-pub const DEFAULT_CHECK_EVERY: Duration = Duration::from_secs(12 * 3600);
 /// The first wait after a failed order; it doubles up to [`MAX_BACKOFF`],
 /// so a misconfigured name does not run into the CA's rate limits.
 const FIRST_BACKOFF: Duration = Duration::from_secs(60);
@@ -94,6 +95,16 @@ pub struct DomainStatus {
     /// The records to create: a wildcard covers every app, present and future.
     pub records: Vec<DnsRecord>,
     pub public_apps: Vec<PublicApp>,
+    /// Dynamic DNS, when set up.
+    pub ddns: Option<DdnsStatus>,
+}
+
+/// What dynamic DNS last did.
+#[derive(Debug, Clone, Default)]
+struct DdnsRun {
+    address: Option<std::net::Ipv4Addr>,
+    updated_at: Option<i64>,
+    error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -119,6 +130,8 @@ struct Inner {
     routes: RouteTable,
     ca: Arc<DeviceCa>,
     wake: Notify,
+    ddns: RwLock<DdnsRun>,
+    wake_ddns: Notify,
     /// One change of the settings at a time.
     changes: Mutex<()>,
 }
@@ -159,6 +172,8 @@ impl Domain {
                 routes,
                 ca,
                 wake: Notify::new(),
+                ddns: RwLock::default(),
+                wake_ddns: Notify::new(),
                 changes: Mutex::new(()),
             }),
         })
@@ -311,9 +326,19 @@ impl Domain {
                 acme_ca: false,
                 records: Vec::new(),
                 public_apps: Vec::new(),
+                ddns: None,
             };
         };
-        let target = "the public address of your internet connection".to_owned();
+        let run = self
+            .inner
+            .ddns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let target = match (&config.ddns, run.address) {
+            (Some(_), Some(address)) => address.to_string(),
+            _ => "the public address of your internet connection".to_owned(),
+        };
         let records = vec![DnsRecord {
             name: format!("*.{}", config.domain),
             kind: "A".into(),
@@ -337,6 +362,96 @@ impl Domain {
             acme_ca: config.acme_ca.is_some(),
             records,
             public_apps,
+            ddns: config.ddns.map(|d| DdnsStatus {
+                server: d.server,
+                zone: d.zone,
+                key_name: d.key_name,
+                address_from: d.address_from,
+                address: run.address.map(|a| a.to_string()),
+                updated_at: run.updated_at,
+                error: run.error,
+            }),
+        }
+    }
+
+    /// Sets up dynamic DNS (or, with an empty server, turns it off). The
+    /// first update is made before anything is saved, so a wrong key or
+    /// server is refused on its field.
+    pub async fn configure_ddns(&self, request: DdnsRequest) -> Result<DomainStatus, DomainError> {
+        let _one = self.inner.changes.lock().await;
+        let Some(mut config) = self.config() else {
+            return Err(FieldError::new(
+                "server",
+                "no domain is set; set one on the Domain page first",
+            )
+            .into());
+        };
+        let ddns = request.check(&config.domain)?;
+        let mut run = DdnsRun::default();
+        if let Some(ddns) = &ddns {
+            let address = ddns.current_address().await?;
+            ddns.push(&config.domain, address).await?;
+            tracing::info!(%address, zone = %ddns.zone, server = %ddns.server, "dynamic DNS set up");
+            run.address = Some(address);
+            run.updated_at = Some(time::OffsetDateTime::now_utc().unix_timestamp());
+        }
+        config.ddns = ddns;
+        self.save(Some(config)).await?;
+        *self.inner.ddns.write().unwrap_or_else(|p| p.into_inner()) = run;
+        self.inner.wake_ddns.notify_one();
+        Ok(self.status().await)
+    }
+
+    /// Keeps the records at the public address: looks every `every`, and
+    /// updates when the address changed.
+    pub fn start_ddns(&self, every: Duration) {
+        let domain = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = domain.inner.wake_ddns.notified() => continue,
+                }
+                domain.follow_address().await;
+            }
+        });
+    }
+
+    async fn follow_address(&self) {
+        let Some(config) = self.config() else { return };
+        let Some(ddns) = &config.ddns else { return };
+        let known = self
+            .inner
+            .ddns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .address;
+        let result = match ddns.current_address().await {
+            Ok(address) if Some(address) == known => Ok(None),
+            Ok(address) => ddns
+                .push(&config.domain, address)
+                .await
+                .map(|()| Some(address)),
+            Err(err) => Err(err),
+        };
+        let mut run = self.inner.ddns.write().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(None) => run.error = None,
+            Ok(Some(address)) => {
+                match known {
+                    Some(old) => {
+                        tracing::info!(from = %old, to = %address, "the public address changed; DNS updated")
+                    }
+                    None => tracing::info!(%address, "DNS points at the public address"),
+                }
+                run.address = Some(address);
+                run.updated_at = Some(time::OffsetDateTime::now_utc().unix_timestamp());
+                run.error = None;
+            }
+            Err(err) => {
+                tracing::error!(%err, "dynamic DNS update failed");
+                run.error = Some(err.to_string());
+            }
         }
     }
 

@@ -10,7 +10,7 @@ use super::api_error::{ApiError, ErrorBody};
 use super::api_json::ApiJson;
 use super::session::ApiSession;
 use super::state::AppState;
-use crate::domain::{DomainError, DomainRequest, DomainStatus};
+use crate::domain::{DdnsRequest, DomainError, DomainRequest, DomainStatus};
 
 /// The API's answer to a refused domain change.
 pub fn domain_error(err: DomainError) -> ApiError {
@@ -73,6 +73,27 @@ pub async fn set_public(
     state
         .domain
         .set_public(&id, request.public)
+        .await
+        .map(Json)
+        .map_err(domain_error)
+}
+
+/// Sets up dynamic DNS: `*.DOMAIN` follows the public address through RFC
+/// 2136 updates signed with TSIG. The first update is made at once; a
+/// refused key or unreachable server is refused on its field and nothing
+/// is saved. An empty `server` turns it off.
+#[utoipa::path(put, path = "/api/v1/domain/ddns", tag = "domain", request_body = DdnsRequest,
+    security(("session" = [], "csrf" = [])),
+    responses((status = 200, body = DomainStatus), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn configure_ddns(
+    State(state): State<AppState>,
+    _s: ApiSession,
+    ApiJson(request): ApiJson<DdnsRequest>,
+) -> Result<Json<DomainStatus>, ApiError> {
+    state
+        .domain
+        .configure_ddns(request)
         .await
         .map(Json)
         .map_err(domain_error)

@@ -84,6 +84,10 @@ pub fn router(state: AppState) -> Router {
             "/domain",
             get(api_domain::status).put(api_domain::configure),
         )
+        .route(
+            "/domain/ddns",
+            axum::routing::put(api_domain::configure_ddns),
+        )
         .route("/catalog", get(api_catalog::list))
         .route("/catalog/{id}/icon.svg", get(api_catalog::icon))
         .route(

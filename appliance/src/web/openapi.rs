@@ -29,7 +29,7 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_backups::status, api_backups::configure, api_backups::run, api_backups::check,
         api_backups::snapshots, api_backups::restore, api_backups::ssh_key,
         api_backups::setup_restore, api_backups::setup_restore_status,
-        api_domain::status, api_domain::configure, api_domain::set_public
+        api_domain::status, api_domain::configure, api_domain::set_public, api_domain::configure_ddns
     ),
     components(schemas(
         api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone, api::PowerRequest, crate::system::PowerAction, crate::system::UpdateStatus, crate::system::SlotView, crate::system::UpdateJob, api_update::UpdateApplied,
@@ -45,7 +45,8 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         crate::backup::JobView, crate::backup::RunReport, crate::backup::Pause, crate::backup::SnapshotInfo,
         api_backups::RestoreRequest, api_backups::SshKeyView, api_backups::SetupRestoreRequest,
         crate::domain::DomainStatus, crate::domain::DomainRequest, crate::domain::PublicApp,
-        crate::domain::CertificateStatus, crate::domain::DnsRecord, api_domain::PublicRequest
+        crate::domain::CertificateStatus, crate::domain::DnsRecord, api_domain::PublicRequest,
+        crate::domain::DdnsRequest, crate::domain::DdnsStatus
     )),
     modifiers(&Security)
 )]
