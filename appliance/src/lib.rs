@@ -22,4 +22,5 @@ pub mod state;
 pub mod storage;
 pub mod system;
 pub mod tls;
+pub mod vpn;
 pub mod web;

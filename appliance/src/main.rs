@@ -90,6 +90,9 @@ enum Command {
         /// How often dynamic DNS looks at the public address, in seconds.
         #[arg(long, value_name = "SECS", default_value_t = 300, hide = true)]
         ddns_check_every: u64,
+        /// The WireGuard interface's name (tests run several supervisors).
+        #[arg(long, value_name = "NAME", default_value = "ddwg0", hide = true)]
+        wg_interface: String,
     },
     /// Show what the System page shows, from the running supervisor.
     Status {
@@ -155,6 +158,13 @@ enum Command {
         #[command(subcommand)]
         action: DomainAction,
     },
+    /// WireGuard remote access: turn it on, add and remove peers.
+    Vpn {
+        #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+        socket: PathBuf,
+        #[command(subcommand)]
+        action: VpnAction,
+    },
     /// System updates: status, install a signed bundle, switch back.
     Update {
         #[arg(long, global = true, default_value = DEFAULT_SOCKET, value_name = "PATH")]
@@ -206,6 +216,34 @@ enum ShareAction {
         json: bool,
     },
     /// Stop sharing a folder (its files stay).
+    Rm { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum VpnAction {
+    /// Whether it is on, and the peers.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn it on: peers dial ENDPOINT (a name or the public address).
+    On {
+        #[arg(long)]
+        endpoint: String,
+        /// The UDP port the router forwards to the device.
+        #[arg(long, default_value_t = ddaemon::vpn::DEFAULT_PORT)]
+        port: u16,
+    },
+    /// Turn it off (peers are kept).
+    Off,
+    /// Add a peer and print its configuration (with its private key: keep it safe).
+    Add {
+        name: String,
+        /// Also print it as a QR code for the WireGuard app.
+        #[arg(long)]
+        qr: bool,
+    },
+    /// Remove a peer.
     Rm { name: String },
 }
 
@@ -527,6 +565,7 @@ fn main() -> anyhow::Result<()> {
             smbd_pid_file,
             acme_check_every,
             ddns_check_every,
+            wg_interface,
         } => runtime
             .block_on(serve(ServeOptions {
                 data_dir: data,
@@ -545,6 +584,7 @@ fn main() -> anyhow::Result<()> {
                 smbd_pid_file,
                 acme_check_every: std::time::Duration::from_secs(acme_check_every.max(1)),
                 ddns_check_every: std::time::Duration::from_secs(ddns_check_every.max(1)),
+                wg_interface,
             }))
             .context("ddaemon serve failed"),
         Command::Status { socket, json } => runtime
@@ -565,6 +605,7 @@ fn main() -> anyhow::Result<()> {
         Command::Update { socket, action } => {
             runtime.block_on(update(&ApiClient::new(&socket), action))
         }
+        Command::Vpn { socket, action } => runtime.block_on(vpn(&ApiClient::new(&socket), action)),
         Command::Domain { socket, action } => {
             runtime.block_on(domain(&ApiClient::new(&socket), action))
         }
@@ -752,6 +793,50 @@ async fn backup(client: &ApiClient, action: BackupAction) -> anyhow::Result<()> 
             }
         }
     }
+    Ok(())
+}
+
+async fn vpn(client: &ApiClient, action: VpnAction) -> anyhow::Result<()> {
+    use ddaemon::cli::vpn;
+    let status = match action {
+        VpnAction::Status { json: true } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&vpn::status(client).await?)?
+            );
+            return Ok(());
+        }
+        VpnAction::Status { json: false } => vpn::status(client).await?,
+        VpnAction::On { endpoint, port } => {
+            let request =
+                serde_json::json!({"enabled": true, "endpoint": endpoint, "listen_port": port});
+            vpn::set(client, &request)
+                .await
+                .context("remote access was not turned on")?
+        }
+        VpnAction::Off => vpn::set(client, &serde_json::json!({"enabled": false}))
+            .await
+            .context("remote access was not turned off")?,
+        VpnAction::Add { name, qr } => {
+            let peer = vpn::add(client, &name)
+                .await
+                .with_context(|| format!("{name} was not added"))?;
+            print!("{}", peer.config);
+            if qr {
+                let code = qrcode::QrCode::new(peer.config.as_bytes())
+                    .context("the configuration does not fit a QR code")?;
+                println!(
+                    "{}",
+                    code.render::<qrcode::render::unicode::Dense1x2>().build()
+                );
+            }
+            return Ok(());
+        }
+        VpnAction::Rm { name } => vpn::remove(client, &name)
+            .await
+            .with_context(|| format!("{name} was not removed"))?,
+    };
+    print!("{}", vpn::status_text(&status));
     Ok(())
 }
 

@@ -65,6 +65,8 @@ pub struct ServeOptions {
     pub acme_check_every: Duration,
     /// How often dynamic DNS looks at the public address.
     pub ddns_check_every: Duration,
+    /// The WireGuard interface's name.
+    pub wg_interface: String,
 }
 
 /// Why the supervisor could not start or stopped with an error.
@@ -165,6 +167,14 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         .clone()
         .unwrap_or_else(|| crate::system::DEFAULT_DEVICE_NAME.to_owned());
     let mdns = Mdns::new(&device_name);
+    let vpn = crate::vpn::Vpn::load(
+        db.clone(),
+        &options.data_dir,
+        &options.wg_interface,
+        proxy.routes.clone(),
+        &device_name,
+    )
+    .await;
     let images = Arc::new(images);
     let apps = AppManager::new(
         db.clone(),
@@ -229,11 +239,13 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             ),
             backups: crate::backup::Backups::new(db_for_backups, apps.clone(), &options.data_dir),
             domain: domain.clone(),
+            vpn: vpn.clone(),
         },
     );
     start_share_sync(&state);
     domain.start(options.acme_check_every);
     domain.start_ddns(options.ddns_check_every);
+    vpn.start().await;
     crate::backup::schedule::start(state.backups.clone(), state.db.clone());
     let restart = state.backups.restart_requested();
     start_disk_watch(&state.storage);

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::test_net::TestNet;
-use common::{Daemon, eventually};
+use common::{Daemon, eventually, socket_api as api};
 use serde_json::{Value, json};
 use support::registry_server::RegistryServer;
 use support::test_images::{Compress, Layout, busybox_layer};
@@ -78,27 +78,6 @@ fn restic(repo: &str, key: &str, args: &[&str]) -> Output {
         .env("RESTIC_PASSWORD", key)
         .output()
         .expect("restic")
-}
-
-/// The JSON API over the control socket: status and body.
-fn api(d: &Daemon, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut c = Command::new("curl");
-    c.args(["-sS", "-w", "\n%{http_code}", "-X", method, "--unix-socket"])
-        .arg(d.socket());
-    if let Some(b) = body {
-        c.args(["-H", "Content-Type: application/json", "--data"])
-            .arg(b.to_string());
-    }
-    let o = c
-        .arg(format!("http://localhost{path}"))
-        .output()
-        .expect("curl");
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-    (
-        code.trim().parse().unwrap_or(0),
-        serde_json::from_str(body).unwrap_or(Value::Null),
-    )
 }
 
 fn set_up(d: &Daemon) {

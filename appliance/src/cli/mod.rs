@@ -11,6 +11,7 @@ pub mod images;
 pub mod shares;
 mod status;
 pub mod update;
+pub mod vpn;
 
 pub use api_client::{ApiClient, ClientError};
 pub use status::{print_status, status_text};

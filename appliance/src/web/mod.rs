@@ -18,6 +18,7 @@ pub mod api_images;
 mod api_json;
 pub mod api_shares;
 pub mod api_update;
+pub mod api_vpn;
 mod assets;
 pub mod cookies;
 mod guard;
@@ -87,6 +88,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/domain/ddns",
             axum::routing::put(api_domain::configure_ddns),
+        )
+        .route("/vpn", get(api_vpn::status).put(api_vpn::configure))
+        .route("/vpn/peers", post(api_vpn::add_peer))
+        .route(
+            "/vpn/peers/{name}",
+            axum::routing::delete(api_vpn::remove_peer),
         )
         .route("/catalog", get(api_catalog::list))
         .route("/catalog/{id}/icon.svg", get(api_catalog::icon))

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 use super::api_error::{ErrorBody, ErrorDetail};
 use super::{
     api, api_apps, api_backups, api_catalog, api_containers, api_disks, api_domain, api_external,
-    api_images, api_shares, api_update,
+    api_images, api_shares, api_update, api_vpn,
 };
 use crate::setup::SetupRequest;
 use crate::system::{DiskUse, MemoryUse, SystemInfo};
@@ -29,7 +29,8 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_backups::status, api_backups::configure, api_backups::run, api_backups::check,
         api_backups::snapshots, api_backups::restore, api_backups::ssh_key,
         api_backups::setup_restore, api_backups::setup_restore_status,
-        api_domain::status, api_domain::configure, api_domain::set_public, api_domain::configure_ddns
+        api_domain::status, api_domain::configure, api_domain::set_public, api_domain::configure_ddns,
+        api_vpn::status, api_vpn::configure, api_vpn::add_peer, api_vpn::remove_peer
     ),
     components(schemas(
         api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone, api::PowerRequest, crate::system::PowerAction, crate::system::UpdateStatus, crate::system::SlotView, crate::system::UpdateJob, api_update::UpdateApplied,
@@ -46,7 +47,8 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_backups::RestoreRequest, api_backups::SshKeyView, api_backups::SetupRestoreRequest,
         crate::domain::DomainStatus, crate::domain::DomainRequest, crate::domain::PublicApp,
         crate::domain::CertificateStatus, crate::domain::DnsRecord, api_domain::PublicRequest,
-        crate::domain::DdnsRequest, crate::domain::DdnsStatus
+        crate::domain::DdnsRequest, crate::domain::DdnsStatus,
+        crate::vpn::VpnStatus, crate::vpn::VpnRequest, crate::vpn::NewPeerRequest, crate::vpn::NewPeer, crate::vpn::PeerView
     )),
     modifiers(&Security)
 )]

@@ -52,6 +52,8 @@ pub struct AppState {
     pub backups: crate::backup::Backups,
     /// The owner's domain and the apps public under it.
     pub domain: crate::domain::Domain,
+    /// WireGuard remote access.
+    pub vpn: crate::vpn::Vpn,
     setup_complete: Arc<AtomicBool>,
 }
 
@@ -80,6 +82,7 @@ pub struct Parts {
     pub shares: crate::storage::shares::Shares,
     pub backups: crate::backup::Backups,
     pub domain: crate::domain::Domain,
+    pub vpn: crate::vpn::Vpn,
 }
 
 impl AppState {
@@ -106,6 +109,7 @@ impl AppState {
             shares,
             backups,
             domain,
+            vpn,
         } = parts;
         let hasher = PasswordHasher::default();
         Self {
@@ -129,6 +133,7 @@ impl AppState {
             shares,
             backups,
             domain,
+            vpn,
             setup_complete: Arc::new(AtomicBool::new(setup_complete)),
         }
     }
@@ -181,6 +186,7 @@ impl AppState {
         self.proxy.set_device_name(Some(device_name.to_owned()));
         self.ca.set_device_name(device_name);
         self.mdns.set_device_name(device_name);
+        self.vpn.set_device_name(device_name);
         // ddaemon-init makes it the system's host name from the next boot.
         let path = self.data_dir.join("ddaemon/hostname");
         if let Err(err) =

@@ -70,11 +70,16 @@ impl Daemon {
     /// Starts a supervisor inside the network namespace `netns`, with the
     /// container bridge on; the test reaches it through the CLI.
     pub async fn start_in_netns(netns: &str, extra_args: Vec<String>) -> Self {
+        Self::start_in_netns_on(netns, free_port(), extra_args).await
+    }
+
+    /// The same, listening on `addr` (inside the namespace).
+    pub async fn start_in_netns_on(netns: &str, addr: SocketAddr, extra_args: Vec<String>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut daemon = Self {
             dir,
-            addr: free_port(),
+            addr,
             tls_addr: free_port(),
             child: None,
             http: reqwest::Client::new(),
@@ -479,5 +484,26 @@ pub async fn error_of(r: reqwest::Response) -> (u16, String, Option<String>, Str
         e["code"].as_str().unwrap_or_default().to_owned(),
         e["field"].as_str().map(str::to_owned),
         e["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// The JSON API over the control socket: status and body.
+pub fn socket_api(d: &Daemon, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut c = Command::new("curl");
+    c.args(["-sS", "-w", "\n%{http_code}", "-X", method, "--unix-socket"])
+        .arg(d.socket());
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data"])
+            .arg(b.to_string());
+    }
+    let o = c
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
     )
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::app_pages::csrf_field;
 use super::sections::section;
-use crate::domain::{DomainRequest, LETS_ENCRYPT};
+use crate::domain::{DdnsRequest, DomainRequest, LETS_ENCRYPT};
 use crate::web::api_error::ApiError;
 use crate::web::session::PageSession;
 use crate::web::state::AppState;
@@ -30,9 +30,26 @@ pub struct DomainForm {
     acme_email: String,
     acme_ca: String,
     app: String,
+    server: String,
+    zone: String,
+    key_name: String,
+    key_algorithm: String,
+    key_secret: String,
+    address_from: String,
+    endpoint: String,
+    listen_port: String,
+    peer: String,
 }
 
-/// `POST /domain`: save the domain, or flip an app's public switch.
+/// What a form did: a message, or a new peer's configuration (shown once).
+enum Outcome {
+    Done(String),
+    Failed(String),
+    Peer(crate::vpn::NewPeer),
+}
+
+/// `POST /domain`: the domain, dynamic DNS, remote access and its peers,
+/// or an app's public switch.
 pub async fn domain_submit(
     State(state): State<AppState>,
     session: PageSession,
@@ -41,7 +58,7 @@ pub async fn domain_submit(
     if !session.0.csrf_ok(Some(&form.csrf_token)) {
         return ApiError::csrf("the form is stale; reload the page and try again").into_response();
     }
-    let outcome = match form.action.as_str() {
+    let outcome: Result<String, String> = match form.action.as_str() {
         "configure" => state
             .domain
             .configure(DomainRequest {
@@ -51,30 +68,86 @@ pub async fn domain_submit(
                 acme_ca: Some(form.acme_ca),
             })
             .await
-            .map(|_| "Saved.".to_owned()),
+            .map(|_| "Saved.".to_owned())
+            .map_err(|e| e.to_string()),
+        "ddns" => state
+            .domain
+            .configure_ddns(DdnsRequest {
+                server: form.server,
+                zone: form.zone,
+                key_name: form.key_name,
+                key_algorithm: form.key_algorithm,
+                key_secret: form.key_secret,
+                address_from: form.address_from,
+            })
+            .await
+            .map(|status| match status.ddns.and_then(|d| d.address) {
+                Some(address) => format!("Dynamic DNS is on; the records point at {address}."),
+                None => "Dynamic DNS is off.".to_owned(),
+            })
+            .map_err(|e| e.to_string()),
         "public" | "private" => {
             let public = form.action == "public";
-            state.domain.set_public(&form.app, public).await.map(|_| {
-                if public {
-                    format!("{} is public; its certificate is being obtained.", form.app)
+            state
+                .domain
+                .set_public(&form.app, public)
+                .await
+                .map(|_| {
+                    if public {
+                        format!("{} is public; its certificate is being obtained.", form.app)
+                    } else {
+                        format!("{} answers on the home network only.", form.app)
+                    }
+                })
+                .map_err(|e| e.to_string())
+        }
+        "vpn-on" | "vpn-off" => state
+            .vpn
+            .configure(crate::vpn::VpnRequest {
+                enabled: form.action == "vpn-on",
+                endpoint: form.endpoint,
+                listen_port: form.listen_port.trim().parse().ok(),
+            })
+            .await
+            .map(|s| {
+                if s.enabled {
+                    "Remote access is on.".to_owned()
                 } else {
-                    format!("{} answers on the home network only.", form.app)
+                    "Remote access is off.".to_owned()
                 }
             })
+            .map_err(|e| e.to_string()),
+        "peer-add" => {
+            let outcome = match state.vpn.add_peer(&form.peer).await {
+                Ok(peer) => Outcome::Peer(peer),
+                Err(err) => Outcome::Failed(err.to_string()),
+            };
+            return domain_page(&state, &session, Some(outcome)).await;
         }
-        other => Ok(format!(
+        "peer-remove" => state
+            .vpn
+            .remove_peer(&form.peer)
+            .await
+            .map(|_| format!("{} can no longer connect.", form.peer))
+            .map_err(|e| e.to_string()),
+        other => Err(format!(
             "{other:?} is not something this page does; use its buttons"
         )),
     };
-    domain_page(&state, &session, Some(outcome.map_err(|e| e.to_string()))).await
+    let outcome = match outcome {
+        Ok(text) => Outcome::Done(text),
+        Err(text) => Outcome::Failed(text),
+    };
+    domain_page(&state, &session, Some(outcome)).await
 }
 
 async fn domain_page(
     state: &AppState,
     session: &PageSession,
-    outcome: Option<Result<String, String>>,
+    outcome: Option<Outcome>,
 ) -> Response {
     let status = state.domain.status().await;
+    let vpn = state.vpn.status().await;
     let config = state.domain.config();
     // Installed apps say whether they have a login; external apps (the
     // owner's own devices) are not known to.
@@ -94,8 +167,16 @@ async fn domain_page(
     }
     let body = html! {
         @match &outcome {
-            Some(Ok(text)) => { p.notice role="status" { (text) } }
-            Some(Err(text)) => { p.form-error role="alert" { (text) } }
+            Some(Outcome::Done(text)) => { p.notice role="status" { (text) } }
+            Some(Outcome::Failed(text)) => { p.form-error role="alert" { (text) } }
+            Some(Outcome::Peer(peer)) => {
+                section.new-peer role="status" {
+                    p.notice { (peer.name) " may connect as " (peer.address) ". Scan this with the WireGuard app, or save the text as a .conf file. "
+                        strong { "It holds the peer's private key and is shown only this once." } }
+                    div.qr { (maud::PreEscaped(&peer.qr_svg)) }
+                    pre.peer-config { (peer.config) }
+                }
+            }
             None => {}
         }
         form.domain method="post" action="/domain" {
@@ -121,6 +202,59 @@ async fn domain_page(
                 @for record in &status.records {
                     tr { td { code { (record.name) } } td { (record.kind) } td { (record.value) } }
                 }
+            }
+        }
+        @if status.domain.is_some() {
+            h2 { "Dynamic DNS" }
+            @let ddns = status.ddns.clone().unwrap_or_default();
+            @if let Some(error) = &ddns.error { p.form-error role="alert" { "The last update failed: " (error) } }
+            form.ddns method="post" action="/domain" {
+                (csrf_field(session))
+                input type="hidden" name="action" value="ddns";
+                p.hint { "Keeps the records above at your network's public address, with RFC 2136 updates signed by a TSIG key (BIND, Knot, PowerDNS and many DNS hosts take them). Leave the server empty to turn it off." }
+                label { "DNS server " input name="server" value=(ddns.server) placeholder="ns1.example.org:53"; }
+                label { "Zone " input name="zone" value=(ddns.zone) placeholder="the domain"; }
+                label { "Key name " input name="key_name" value=(ddns.key_name) placeholder="ddns-key"; }
+                label { "Algorithm " input name="key_algorithm" placeholder="hmac-sha256"; }
+                label { "Secret " input name="key_secret" type="password" autocomplete="off" placeholder="base64, from the key file"; }
+                label { "Public address from " input name="address_from" value=(ddns.address_from) placeholder="https://… answering the address, or the address"; }
+                button type="submit" { "Save" }
+            }
+        }
+        h2 { "Remote access (WireGuard)" }
+        p.hint { "Your phone or laptop joins a WireGuard tunnel to this device and opens every app at APP.local, as at home. Forward the UDP port on your router to this device." }
+        @if let Some(error) = &vpn.error { p.form-error role="alert" { "The tunnel is not up: " (error) } }
+        form.vpn method="post" action="/domain" {
+            (csrf_field(session))
+            label { "Peers dial " input name="endpoint" value=(if vpn.endpoint.is_empty() { status.domain.clone().map(|d| format!("vpn.{d}")).unwrap_or_default() } else { vpn.endpoint.clone() }) placeholder="vpn.example.org or your public address"; }
+            label { "UDP port " input name="listen_port" inputmode="numeric" value=(vpn.listen_port); }
+            @if vpn.enabled {
+                " " span.state { (if vpn.running { "on" } else { "not running" }) " (" (vpn.kind.as_deref().unwrap_or("no tunnel")) ")" }
+                button type="submit" name="action" value="vpn-on" { "Save" }
+                button type="submit" name="action" value="vpn-off" { "Turn off" }
+            } @else {
+                button type="submit" name="action" value="vpn-on" { "Turn on" }
+            }
+        }
+        @if vpn.enabled {
+            ul.peers {
+                @for peer in &vpn.peers {
+                    li {
+                        strong { (peer.name) } " " (peer.address) " · "
+                        @match peer.latest_handshake { Some(at) => { "last seen " (at) } None => { "never connected" } }
+                        form.inline method="post" action="/domain" {
+                            (csrf_field(session))
+                            input type="hidden" name="peer" value=(peer.name);
+                            button type="submit" name="action" value="peer-remove" { "Remove" }
+                        }
+                    }
+                }
+            }
+            form.peer method="post" action="/domain" {
+                (csrf_field(session))
+                input type="hidden" name="action" value="peer-add";
+                label { "New peer " input name="peer" placeholder="phone"; }
+                button type="submit" { "Add" }
             }
         }
         h2 { "Apps" }
