@@ -266,6 +266,10 @@ enum DomainAction {
         /// A PEM file with the root certificate of a private ACME CA.
         #[arg(long, value_name = "FILE")]
         acme_ca: Option<PathBuf>,
+        /// Let the device ask the router (UPnP) to forward 80 and 443 while
+        /// an app is public.
+        #[arg(long, value_name = "true|false")]
+        port_forwarding: Option<bool>,
     },
     /// Keep *.DOMAIN at the public address with RFC 2136 updates.
     Ddns {
@@ -856,6 +860,7 @@ async fn domain(client: &ApiClient, action: DomainAction) -> anyhow::Result<()> 
             acme_directory,
             acme_email,
             acme_ca,
+            port_forwarding,
         } => {
             let acme_ca = match acme_ca {
                 Some(path) => Some(
@@ -867,6 +872,7 @@ async fn domain(client: &ApiClient, action: DomainAction) -> anyhow::Result<()> 
             let request = serde_json::json!({
                 "domain": name, "acme_directory": acme_directory,
                 "acme_email": acme_email, "acme_ca": acme_ca,
+                "port_forwarding": port_forwarding,
             });
             domain::set(client, &request)
                 .await

@@ -160,6 +160,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         &options.data_dir,
         proxy.routes.clone(),
         Arc::clone(&ca),
+        // The router forwards the standard ports to wherever we listen.
+        std::iter::once((80, options.listen.port()))
+            .chain(options.listen_tls.map(|a| (443, a.port())))
+            .collect(),
     )
     .await?;
     let device_name = settings
@@ -245,6 +249,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     start_share_sync(&state);
     domain.start(options.acme_check_every);
     domain.start_ddns(options.ddns_check_every);
+    domain.start_port_forwarding();
     vpn.start().await;
     crate::backup::schedule::start(state.backups.clone(), state.db.clone());
     let restart = state.backups.restart_requested();

@@ -64,6 +64,19 @@ pub fn status_text(status: &DomainStatus) -> String {
             record.name, record.kind, record.value
         );
     }
+    let forwarding = &status.port_forwarding;
+    if forwarding.allowed {
+        let mapped = if forwarding.mapped.is_empty() {
+            "nothing".to_owned()
+        } else {
+            forwarding.mapped.join(", ")
+        };
+        let _ = write!(out, "The router forwards: {mapped}");
+        if let Some(error) = &forwarding.error {
+            let _ = write!(out, " ({error})");
+        }
+        out.push('\n');
+    }
     if let Some(ddns) = &status.ddns {
         let _ = write!(
             out,

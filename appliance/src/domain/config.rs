@@ -32,6 +32,9 @@ pub struct DomainConfig {
     /// Dynamic DNS, when the owner set it up.
     #[serde(default)]
     pub ddns: Option<super::ddns::DdnsConfig>,
+    /// Whether the router may be asked (UPnP-IGD) to forward 80 and 443.
+    #[serde(default)]
+    pub port_forwarding: bool,
 }
 
 /// `PUT /api/v1/domain`: the domain and its CA. An empty domain forgets it
@@ -48,6 +51,10 @@ pub struct DomainRequest {
     /// PEM root certificate of a private ACME CA; absent for a public CA.
     #[serde(default)]
     pub acme_ca: Option<String>,
+    /// Let the device ask the router (UPnP-IGD) to forward ports 80 and 443
+    /// while an app is public; unchanged when absent.
+    #[serde(default)]
+    pub port_forwarding: Option<bool>,
 }
 
 impl DomainRequest {
@@ -85,6 +92,9 @@ impl DomainRequest {
         // Dynamic DNS names the zone of this domain; another domain needs
         // it set up again.
         let ddns = same.and_then(|p| p.ddns.clone());
+        let port_forwarding = self
+            .port_forwarding
+            .unwrap_or_else(|| previous.is_some_and(|p| p.port_forwarding));
         Ok(Some(DomainConfig {
             domain,
             acme_directory,
@@ -92,6 +102,7 @@ impl DomainRequest {
             acme_ca,
             public_apps,
             ddns,
+            port_forwarding,
         }))
     }
 }

@@ -38,9 +38,9 @@ pub struct DdnsRequest {
     pub key_algorithm: String,
     /// The key's secret, base64 (BIND's `tsig-keygen` prints it).
     pub key_secret: String,
-    /// Where the public address comes from: an http(s) URL that answers it
-    /// as text (a router's status page, a what-is-my-address service), or
-    /// the address itself when it never changes.
+    /// Where the public address comes from: `upnp` (the router says it),
+    /// an http(s) URL that answers it as text (a what-is-my-address
+    /// service), or the address itself when it never changes.
     pub address_from: String,
 }
 
@@ -134,10 +134,10 @@ impl DdnsRequest {
         }
         let address_from = self.address_from.trim().to_owned();
         let is_url = address_from.starts_with("http://") || address_from.starts_with("https://");
-        if !is_url && address_from.parse::<Ipv4Addr>().is_err() {
+        if !is_url && address_from != "upnp" && address_from.parse::<Ipv4Addr>().is_err() {
             return Err(FieldError::new(
                 "address_from",
-                "give an http(s) URL that answers the public address as text, or the address itself, e.g. 203.0.113.7",
+                "give `upnp` (ask the router), an http(s) URL that answers the public address as text, or the address itself, e.g. 203.0.113.7",
             ));
         }
         Ok(Some(DdnsConfig {
@@ -169,6 +169,17 @@ impl DdnsConfig {
             return Ok(fixed);
         }
         let refuse = |why: String| FieldError::new("address_from", why);
+        if self.address_from == "upnp" {
+            return match super::port_forward::external_address()
+                .await
+                .map_err(refuse)?
+            {
+                std::net::IpAddr::V4(ip) => Ok(ip),
+                std::net::IpAddr::V6(ip) => {
+                    Err(refuse(format!("the router says {ip}, not an IPv4 address")))
+                }
+            };
+        }
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()

@@ -12,6 +12,7 @@ pub mod config;
 pub mod ddns;
 pub mod dns_update;
 mod http;
+pub mod port_forward;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ pub use certs::{CertStore, HeldCert};
 pub use config::{DomainConfig, DomainRequest, LETS_ENCRYPT};
 pub use ddns::{DdnsRequest, DdnsStatus};
 pub use http::public_names;
+pub use port_forward::PortForwardStatus;
 
 use crate::field_error::FieldError;
 use crate::proxy::{Backend, RouteTable, host_name};
@@ -97,6 +99,8 @@ pub struct DomainStatus {
     pub public_apps: Vec<PublicApp>,
     /// Dynamic DNS, when set up.
     pub ddns: Option<DdnsStatus>,
+    /// What the router was asked to forward.
+    pub port_forwarding: PortForwardStatus,
 }
 
 /// What dynamic DNS last did.
@@ -132,6 +136,10 @@ struct Inner {
     wake: Notify,
     ddns: RwLock<DdnsRun>,
     wake_ddns: Notify,
+    /// (external, device) TCP ports to forward: HTTP, and HTTPS if served.
+    forward_ports: Vec<(u16, u16)>,
+    forwarding: RwLock<PortForwardStatus>,
+    wake_ports: Notify,
     /// One change of the settings at a time.
     changes: Mutex<()>,
 }
@@ -149,6 +157,7 @@ impl Domain {
         data_dir: &Path,
         routes: RouteTable,
         ca: Arc<DeviceCa>,
+        forward_ports: Vec<(u16, u16)>,
     ) -> Result<Self, StateError> {
         let config = match db.setting(crate::state::DOMAIN_CONFIG).await? {
             Some(json) => match serde_json::from_str(&json) {
@@ -174,6 +183,9 @@ impl Domain {
                 wake: Notify::new(),
                 ddns: RwLock::default(),
                 wake_ddns: Notify::new(),
+                forward_ports,
+                forwarding: RwLock::default(),
+                wake_ports: Notify::new(),
                 changes: Mutex::new(()),
             }),
         })
@@ -293,6 +305,7 @@ impl Domain {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.inner.wake.notify_one();
+        self.inner.wake_ports.notify_one();
         Ok(())
     }
 
@@ -327,6 +340,7 @@ impl Domain {
                 records: Vec::new(),
                 public_apps: Vec::new(),
                 ddns: None,
+                port_forwarding: PortForwardStatus::default(),
             };
         };
         let run = self
@@ -371,7 +385,58 @@ impl Domain {
                 updated_at: run.updated_at,
                 error: run.error,
             }),
+            port_forwarding: self
+                .inner
+                .forwarding
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
+    }
+
+    /// Keeps the router's forwarding in step: mapped while the owner allows
+    /// it and an app is public, renewed before the lease ends, removed
+    /// otherwise.
+    pub fn start_port_forwarding(&self) {
+        let domain = self.clone();
+        tokio::spawn(async move {
+            let mut mapped = false;
+            loop {
+                let config = domain.config();
+                let allowed = config.as_ref().is_some_and(|c| c.port_forwarding);
+                let want = allowed && config.as_ref().is_some_and(|c| !c.public_apps.is_empty());
+                if allowed || mapped {
+                    let mut status = port_forward::apply(want, &domain.inner.forward_ports).await;
+                    status.allowed = allowed;
+                    match (&status.error, want) {
+                        (Some(error), _) => tracing::error!(%error, "port forwarding"),
+                        (None, true) => {
+                            tracing::info!(mapped = ?status.mapped, "the router forwards the public ports")
+                        }
+                        (None, false) if mapped => {
+                            tracing::info!("the router no longer forwards the public ports")
+                        }
+                        (None, false) => {}
+                    }
+                    mapped = want && status.error.is_none();
+                    *domain
+                        .inner
+                        .forwarding
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner()) = status;
+                } else {
+                    *domain
+                        .inner
+                        .forwarding
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner()) = PortForwardStatus::default();
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(port_forward::RENEW_EVERY) => {}
+                    () = domain.inner.wake_ports.notified() => {}
+                }
+            }
+        });
     }
 
     /// Sets up dynamic DNS (or, with an empty server, turns it off). The

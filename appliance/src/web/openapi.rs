@@ -47,7 +47,7 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_backups::RestoreRequest, api_backups::SshKeyView, api_backups::SetupRestoreRequest,
         crate::domain::DomainStatus, crate::domain::DomainRequest, crate::domain::PublicApp,
         crate::domain::CertificateStatus, crate::domain::DnsRecord, api_domain::PublicRequest,
-        crate::domain::DdnsRequest, crate::domain::DdnsStatus,
+        crate::domain::DdnsRequest, crate::domain::DdnsStatus, crate::domain::PortForwardStatus,
         crate::vpn::VpnStatus, crate::vpn::VpnRequest, crate::vpn::NewPeerRequest, crate::vpn::NewPeer, crate::vpn::PeerView
     )),
     modifiers(&Security)

@@ -39,6 +39,7 @@ pub struct DomainForm {
     endpoint: String,
     listen_port: String,
     peer: String,
+    port_forwarding: Option<String>,
 }
 
 /// What a form did: a message, or a new peer's configuration (shown once).
@@ -66,6 +67,7 @@ pub async fn domain_submit(
                 acme_directory: Some(form.acme_directory),
                 acme_email: Some(form.acme_email),
                 acme_ca: Some(form.acme_ca),
+                port_forwarding: Some(form.port_forwarding.is_some()),
             })
             .await
             .map(|_| "Saved.".to_owned())
@@ -192,7 +194,17 @@ async fn domain_page(
                     (config.as_ref().and_then(|c| c.acme_ca.as_deref()).unwrap_or(""))
                 } }
             }
+            label { input type="checkbox" name="port_forwarding" checked[status.port_forwarding.allowed || config.as_ref().is_some_and(|c| c.port_forwarding)];
+                " Ask the router (UPnP) to forward ports 80 and 443 to this device while an app is public" }
             button type="submit" { "Save" }
+        }
+        @let forwarding = &status.port_forwarding;
+        @if forwarding.allowed {
+            p.forwarding {
+                @if forwarding.mapped.is_empty() { "The router forwards nothing now." } @else { "The router forwards " (forwarding.mapped.join(", ")) "." }
+                @if let Some(address) = &forwarding.external_address { " Its public address is " (address) "." }
+            }
+            @if let Some(error) = &forwarding.error { p.form-error role="alert" { (error) } }
         }
         @if status.domain.is_some() {
             h2 { "DNS records to create" }
