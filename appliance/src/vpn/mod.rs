@@ -325,7 +325,9 @@ impl Vpn {
 
     async fn bring_up(&self, config: &VpnConfig) -> Result<(), VpnError> {
         let mut running = self.inner.running.lock().await;
-        running.dns.take().map(|t| t.abort());
+        if let Some(task) = running.dns.take() {
+            task.abort();
+        }
         running.tunnel = None;
         let result = async {
             let conf = self.write_wg_conf(config).await?;
@@ -369,7 +371,9 @@ impl Vpn {
 
     async fn take_down(&self) {
         let mut running = self.inner.running.lock().await;
-        running.dns.take().map(|t| t.abort());
+        if let Some(task) = running.dns.take() {
+            task.abort();
+        }
         running.tunnel = None;
         running.error = None;
     }
