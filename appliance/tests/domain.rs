@@ -42,8 +42,9 @@ impl Drop for Pebble {
 
 impl Pebble {
     /// Validates HTTP-01 on `http_port`; issues certificates valid for
-    /// `validity_secs`.
-    fn start(dir: &Path, http_port: u16, validity_secs: u64) -> Self {
+    /// `validity_secs`; asks the DNS server on `dns_port` (its own mock
+    /// when none).
+    fn start(dir: &Path, http_port: u16, validity_secs: u64, dns_port: Option<u16>) -> Self {
         let key = rcgen::KeyPair::generate().expect("key");
         let params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
             .expect("params");
@@ -68,15 +69,24 @@ impl Pebble {
                 .map(Stdio::from)
                 .expect("log file")
         };
-        let dns_server = Command::new("pebble-challtestsrv")
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .args(["-dns01", &format!("127.0.0.1:{dns}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-            .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
-            .stdout(log("challtestsrv.log"))
-            .stderr(log("challtestsrv.err"))
-            .spawn()
-            .expect("pebble-challtestsrv (Debian's pebble package)");
+        let mut children = Vec::new();
+        let dns = match dns_port {
+            Some(port) => port,
+            None => {
+                children.push(
+                    Command::new("pebble-challtestsrv")
+                        .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+                        .args(["-dns01", &format!("127.0.0.1:{dns}")])
+                        .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                        .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
+                        .stdout(log("challtestsrv.log"))
+                        .stderr(log("challtestsrv.err"))
+                        .spawn()
+                        .expect("pebble-challtestsrv (Debian's pebble package)"),
+                );
+                dns
+            }
+        };
         let pebble = Command::new("pebble")
             .arg("-config")
             .arg(&config_path)
@@ -88,8 +98,9 @@ impl Pebble {
             .stderr(log("pebble.err"))
             .spawn()
             .expect("pebble (Debian's pebble package)");
+        children.push(pebble);
         let pebble = Self {
-            children: vec![dns_server, pebble],
+            children,
             directory: format!("https://localhost:{acme}/dir"),
             management,
             listener_ca: cert_path,
@@ -233,7 +244,7 @@ async fn a_public_app_gets_a_real_certificate_renews_it_and_goes_private() {
     .await;
     // Certificates live 40 s here, so the renewal at a third of their
     // life left comes within the test.
-    let pebble = Pebble::start(work.path(), d.addr.port(), 40);
+    let pebble = Pebble::start(work.path(), d.addr.port(), 40, None);
     let session = d.set_up().await;
     let backend = app_backend().await;
     add_app(&d, &session, "wiki", backend).await;
@@ -643,4 +654,88 @@ async fn dynamic_dns_keeps_the_wildcard_at_the_public_address() {
     // Off: nothing is updated any more.
     assert!(d.cli(&["domain", "ddns", "--off"]).status.success());
     assert!(domain_status(&d)["ddns"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_dynamic_dns_the_certificate_comes_through_the_zone() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let key = tsig_key(work.path(), "ddns.key");
+    let bind = Bind::start(work.path(), &key);
+    let d = Daemon::start_with(
+        tempfile::tempdir().expect("data"),
+        vec!["--acme-check-every".into(), "1".into()],
+    )
+    .await;
+    // The CA asks BIND, and can reach no HTTP port of the device: only
+    // DNS-01 can succeed.
+    let pebble = Pebble::start(work.path(), free_port(), 3600, Some(bind.port));
+    let session = d.set_up().await;
+    let backend = app_backend().await;
+    add_app(&d, &session, "wiki", backend).await;
+    let ca = pebble.listener_ca.to_string_lossy().into_owned();
+    let set = d.cli(&[
+        "domain",
+        "set",
+        "example.test",
+        "--acme-directory",
+        &pebble.directory,
+        "--acme-ca",
+        &ca,
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let server = format!("127.0.0.1:{}", bind.port);
+    let ddns = d.cli(&[
+        "domain",
+        "ddns",
+        "--server",
+        &server,
+        "--key-file",
+        &key.to_string_lossy(),
+        "--address-from",
+        "127.0.0.1",
+    ]);
+    assert!(
+        ddns.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ddns.stderr)
+    );
+    assert!(d.cli(&["domain", "public", "wiki"]).status.success());
+    let mut cert = Value::Null;
+    eventually(
+        "a certificate through DNS-01",
+        Duration::from_secs(60),
+        || {
+            cert = cert_of(&domain_status(&d), "wiki");
+            (cert["state"] == "valid")
+                .then_some(())
+                .ok_or_else(|| format!("{cert}\n{}", d.log()))
+        },
+    )
+    .await;
+    assert!(d.log().contains("dns-01"), "{}", d.log());
+    let root = pebble.issuing_root(work.path());
+    let out = curl_https(&d, &root, "wiki.example.test", "/hello");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The challenge's record is cleaned up.
+    let txt = Command::new("dig")
+        .args([
+            "+short",
+            "+tcp",
+            "-p",
+            &bind.port.to_string(),
+            "@127.0.0.1",
+            "_acme-challenge.wiki.example.test",
+            "TXT",
+        ])
+        .output()
+        .expect("dig");
+    assert_eq!(String::from_utf8_lossy(&txt.stdout).trim(), "");
 }

@@ -1,6 +1,7 @@
-//! Certificates from an ACME CA (RFC 8555) with the HTTP-01 challenge: the
-//! CA fetches `http://NAME/.well-known/acme-challenge/TOKEN` on port 80,
-//! which the supervisor answers from [`Challenges`].
+//! Certificates from an ACME CA (RFC 8555). HTTP-01: the CA fetches
+//! `http://NAME/.well-known/acme-challenge/TOKEN` on port 80, which the
+//! supervisor answers from [`Challenges`]. DNS-01, where dynamic DNS can
+//! write the zone: a TXT record at `_acme-challenge.NAME`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use instant_acme::{
 use serde::{Deserialize, Serialize};
 
 use super::config::DomainConfig;
+use super::ddns::DdnsConfig;
 
 /// Why no certificate was obtained, in words for the Domain page.
 #[derive(Debug, thiserror::Error)]
@@ -150,13 +152,26 @@ impl AcmeClient {
     }
 
     /// Orders a certificate for `name`; returns the private key and the
-    /// chain, both PEM.
-    pub async fn obtain(&self, name: &str) -> Result<(String, String), AcmeError> {
+    /// chain, both PEM. With `dns` (dynamic DNS set up) the DNS-01
+    /// challenge is answered in the zone, which needs no open port;
+    /// otherwise HTTP-01 on port 80.
+    pub async fn obtain(
+        &self,
+        name: &str,
+        dns: Option<&DdnsConfig>,
+    ) -> Result<(String, String), AcmeError> {
         let identifiers = [Identifier::Dns(name.to_owned())];
         let mut order = self.account.new_order(&NewOrder::new(&identifiers)).await?;
         let mut tokens = Vec::new();
-        let result = self.answer_and_finish(name, &mut order, &mut tokens).await;
+        let result = self
+            .answer_and_finish(name, &mut order, &mut tokens, dns)
+            .await;
         self.challenges.forget(&tokens);
+        if let Some(dns) = dns
+            && let Err(err) = dns.clear_challenge(name).await
+        {
+            tracing::warn!(%name, %err, "the challenge's TXT record was not removed");
+        }
         result
     }
 
@@ -165,7 +180,13 @@ impl AcmeClient {
         name: &str,
         order: &mut instant_acme::Order,
         tokens: &mut Vec<String>,
+        dns: Option<&DdnsConfig>,
     ) -> Result<(String, String), AcmeError> {
+        let kind = if dns.is_some() {
+            ChallengeType::Dns01
+        } else {
+            ChallengeType::Http01
+        };
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
             let mut authz = authz?;
@@ -181,17 +202,30 @@ impl AcmeClient {
             }
             let mut challenge =
                 authz
-                    .challenge(ChallengeType::Http01)
+                    .challenge(kind.clone())
                     .ok_or_else(|| AcmeError::Challenge {
                         name: name.to_owned(),
-                        detail: "the CA offers no http-01 challenge".into(),
+                        detail: format!("the CA offers no {kind:?} challenge"),
                     })?;
-            let token = challenge.token.clone();
-            self.challenges.set(
-                token.clone(),
-                challenge.key_authorization().as_str().to_owned(),
-            );
-            tokens.push(token);
+            match dns {
+                Some(dns) => {
+                    let value = challenge.key_authorization().dns_value();
+                    dns.set_challenge(name, &value)
+                        .await
+                        .map_err(|e| AcmeError::Challenge {
+                            name: name.to_owned(),
+                            detail: format!("the challenge's TXT record could not be set: {e}"),
+                        })?;
+                }
+                None => {
+                    let token = challenge.token.clone();
+                    self.challenges.set(
+                        token.clone(),
+                        challenge.key_authorization().as_str().to_owned(),
+                    );
+                    tokens.push(token);
+                }
+            }
             challenge.set_ready().await?;
         }
         // The CA checks within seconds; a minute covers a slow one.

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::dns_update::{TsigAlgorithm, TsigKey, UpdateError, set_address};
+use super::dns_update::{Change, Record, RecordKind, TsigAlgorithm, TsigKey, UpdateError, update};
 use crate::field_error::FieldError;
 
 /// Where updates go and how they are signed (stored with the domain).
@@ -203,9 +203,34 @@ impl DdnsConfig {
     /// Points `*.DOMAIN` at `address`. A refused key is the owner's to fix
     /// and names its field.
     pub async fn push(&self, domain: &str, address: Ipv4Addr) -> Result<(), FieldError> {
+        let change = Change::Replace {
+            name: format!("*.{domain}"),
+            record: Record::A(address),
+        };
+        self.change(&[change]).await
+    }
+
+    /// Sets the TXT record an ACME DNS-01 challenge for `name` looks for.
+    pub async fn set_challenge(&self, name: &str, value: &str) -> Result<(), FieldError> {
+        let change = Change::Replace {
+            name: format!("_acme-challenge.{name}"),
+            record: Record::Txt(value.to_owned()),
+        };
+        self.change(&[change]).await
+    }
+
+    /// Removes it again once the CA has looked.
+    pub async fn clear_challenge(&self, name: &str) -> Result<(), FieldError> {
+        let change = Change::Delete {
+            name: format!("_acme-challenge.{name}"),
+            kind: RecordKind::Txt,
+        };
+        self.change(&[change]).await
+    }
+
+    async fn change(&self, changes: &[Change]) -> Result<(), FieldError> {
         let key = self.key().map_err(|e| FieldError::new("key_secret", e))?;
-        let name = format!("*.{domain}");
-        set_address(&self.server, &self.zone, &name, address, &key)
+        update(&self.server, &self.zone, changes, &key)
             .await
             .map_err(|err| {
                 let field = match &err {

@@ -75,6 +75,7 @@ pub enum UpdateError {
 
 const TYPE_A: u16 = 1;
 const TYPE_SOA: u16 = 6;
+const TYPE_TXT: u16 = 16;
 const TYPE_TSIG: u16 = 250;
 const CLASS_IN: u16 = 1;
 const CLASS_ANY: u16 = 255;
@@ -109,37 +110,113 @@ fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
-/// The unsigned update: in `zone`, `name`'s A records become `address`.
+/// One change to a zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// `name`'s records of this type become exactly this one.
+    Replace { name: String, record: Record },
+    /// `name`'s records of this type go.
+    Delete { name: String, kind: RecordKind },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    A,
+    Txt,
+}
+
+impl RecordKind {
+    fn code(self) -> u16 {
+        match self {
+            Self::A => TYPE_A,
+            Self::Txt => TYPE_TXT,
+        }
+    }
+}
+
+/// A record's data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    A(Ipv4Addr),
+    /// One string of at most 255 bytes (an ACME DNS-01 value is 43).
+    Txt(String),
+}
+
+impl Record {
+    fn kind(&self) -> RecordKind {
+        match self {
+            Self::A(_) => RecordKind::A,
+            Self::Txt(_) => RecordKind::Txt,
+        }
+    }
+
+    fn rdata(&self) -> Result<Vec<u8>, UpdateError> {
+        Ok(match self {
+            Self::A(address) => address.octets().to_vec(),
+            Self::Txt(text) => {
+                let len = u8::try_from(text.len()).map_err(|_| {
+                    UpdateError::BadName(format!("a TXT value of {} bytes", text.len()))
+                })?;
+                let mut data = vec![len];
+                data.extend_from_slice(text.as_bytes());
+                data
+            }
+        })
+    }
+}
+
+fn put_rrset_delete(m: &mut Vec<u8>, name: &str, kind: RecordKind) -> Result<(), UpdateError> {
+    put_name(m, name)?;
+    put_u16(m, kind.code());
+    put_u16(m, CLASS_ANY);
+    put_u32(m, 0);
+    put_u16(m, 0);
+    Ok(())
+}
+
+/// The unsigned update of `zone` making `changes`.
 fn update_message(
     id: u16,
     zone: &str,
-    name: &str,
-    address: Ipv4Addr,
+    changes: &[Change],
     ttl: u32,
 ) -> Result<Vec<u8>, UpdateError> {
     let mut m = Vec::with_capacity(128);
+    let updates: usize = changes
+        .iter()
+        .map(|c| match c {
+            Change::Replace { .. } => 2,
+            Change::Delete { .. } => 1,
+        })
+        .sum();
     put_u16(&mut m, id);
     put_u16(&mut m, OPCODE_UPDATE);
     put_u16(&mut m, 1); // zone
     put_u16(&mut m, 0); // prerequisites
-    put_u16(&mut m, 2); // updates
+    put_u16(
+        &mut m,
+        u16::try_from(updates).map_err(|_| UpdateError::BadName("too many changes".into()))?,
+    );
     put_u16(&mut m, 0); // additional (the TSIG record is counted when added)
     put_name(&mut m, zone)?;
     put_u16(&mut m, TYPE_SOA);
     put_u16(&mut m, CLASS_IN);
-    // Delete the name's A RRset...
-    put_name(&mut m, name)?;
-    put_u16(&mut m, TYPE_A);
-    put_u16(&mut m, CLASS_ANY);
-    put_u32(&mut m, 0);
-    put_u16(&mut m, 0);
-    // ...and add the one address.
-    put_name(&mut m, name)?;
-    put_u16(&mut m, TYPE_A);
-    put_u16(&mut m, CLASS_IN);
-    put_u32(&mut m, ttl);
-    put_u16(&mut m, 4);
-    m.extend_from_slice(&address.octets());
+    for change in changes {
+        match change {
+            Change::Delete { name, kind } => put_rrset_delete(&mut m, name, *kind)?,
+            Change::Replace { name, record } => {
+                // Delete the RRset, then add the one record.
+                put_rrset_delete(&mut m, name, record.kind())?;
+                let rdata = record.rdata()?;
+                put_name(&mut m, name)?;
+                put_u16(&mut m, record.kind().code());
+                put_u16(&mut m, CLASS_IN);
+                put_u32(&mut m, ttl);
+                put_u16(&mut m, rdata.len() as u16);
+                m.extend_from_slice(&rdata);
+            }
+        }
+    }
     Ok(m)
 }
 
@@ -201,12 +278,11 @@ fn rcode_text(rcode: u16) -> Option<&'static str> {
     })
 }
 
-/// Sets `name`'s A record in `zone` to `address` on `server` (host:port).
-pub async fn set_address(
+/// Makes `changes` in `zone` on `server` (host:port), in one update.
+pub async fn update(
     server: &str,
     zone: &str,
-    name: &str,
-    address: Ipv4Addr,
+    changes: &[Change],
     key: &TsigKey,
 ) -> Result<(), UpdateError> {
     let mut id_bytes = [0u8; 2];
@@ -216,7 +292,9 @@ pub async fn set_address(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let message = sign(update_message(id, zone, name, address, 300)?, key, now)?;
+    // Short-lived: a changed address or a finished challenge should not
+    // linger in resolvers' caches.
+    let message = sign(update_message(id, zone, changes, 60)?, key, now)?;
     let exchange = async {
         let mut stream =
             TcpStream::connect(server)
@@ -273,14 +351,11 @@ mod tests {
             algorithm: TsigAlgorithm::HmacSha256,
             secret: vec![7; 32],
         };
-        let unsigned = update_message(
-            0x1234,
-            "example.org",
-            "*.example.org",
-            Ipv4Addr::new(203, 0, 113, 7),
-            300,
-        )
-        .expect("message");
+        let changes = [Change::Replace {
+            name: "*.example.org".into(),
+            record: Record::A(Ipv4Addr::new(203, 0, 113, 7)),
+        }];
+        let unsigned = update_message(0x1234, "example.org", &changes, 300).expect("message");
         let signed = sign(unsigned.clone(), &key, 1_700_000_000).expect("signed");
         assert_eq!(&signed[..10], &unsigned[..10]);
         assert_eq!(&signed[10..12], &[0, 1]);

@@ -592,13 +592,13 @@ impl Domain {
                 continue;
             }
             let result = match &client {
-                Some(client) => self.certify(client, &name).await,
+                Some(client) => self.certify(client, &name, config.ddns.as_ref()).await,
                 None => {
                     match AcmeClient::open(&self.inner.dir, &config, self.inner.challenges.clone())
                         .await
                     {
                         Ok(opened) => {
-                            let result = self.certify(&opened, &name).await;
+                            let result = self.certify(&opened, &name, config.ddns.as_ref()).await;
                             client = Some(opened);
                             result
                         }
@@ -627,9 +627,15 @@ impl Domain {
         retry_at
     }
 
-    async fn certify(&self, client: &AcmeClient, name: &str) -> Result<(), String> {
-        tracing::info!(%name, "ordering a certificate");
-        let (key, chain) = client.obtain(name).await.map_err(|e| e.to_string())?;
+    async fn certify(
+        &self,
+        client: &AcmeClient,
+        name: &str,
+        dns: Option<&ddns::DdnsConfig>,
+    ) -> Result<(), String> {
+        let challenge = if dns.is_some() { "dns-01" } else { "http-01" };
+        tracing::info!(%name, challenge, "ordering a certificate");
+        let (key, chain) = client.obtain(name, dns).await.map_err(|e| e.to_string())?;
         let held = self
             .inner
             .certs
