@@ -335,6 +335,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             tls,
             tls_app,
             domain.resolver(),
+            domain.public_resolver(),
+            domain.home().clone(),
             stop_rx.clone(),
         ));
     }

@@ -225,6 +225,58 @@ async fn the_router_forwards_the_public_ports_while_an_app_is_public() {
         String::from_utf8_lossy(&from_outside.stderr)
     );
 
+    // Nothing else answers from the internet: not the dashboard (by the
+    // address, or by its .local name), not a private app's .local name.
+    for host in ["45.45.45.1", "home.local", "wiki.local", "example.test"] {
+        let refused = in_ns(
+            &isp.0,
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "-H",
+                &format!("Host: {host}"),
+                "http://45.45.45.1/apps",
+            ],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&refused.stdout),
+            "421",
+            "Host: {host}"
+        );
+    }
+    // Over HTTPS the device CA gives no certificate to the internet.
+    let handshake = in_ns(
+        &isp.0,
+        "sh",
+        &[
+            "-c",
+            "openssl s_client -connect 45.45.45.1:443 -servername home.local </dev/null 2>&1",
+        ],
+    );
+    let text = String::from_utf8_lossy(&handshake.stdout).into_owned();
+    assert!(
+        !text.contains("BEGIN CERTIFICATE") && !text.contains("Server certificate"),
+        "{text}"
+    );
+    // The home network still reaches the dashboard.
+    let at_home = in_ns(
+        &net.lan,
+        "curl",
+        &[
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://192.168.77.1:8080/login",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&at_home.stdout), "200");
+
     // The last public app made private: the mappings go.
     assert!(d.cli(&["domain", "private", "wiki"]).status.success());
     eventually(

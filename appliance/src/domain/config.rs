@@ -43,12 +43,14 @@ pub struct DomainConfig {
 pub struct DomainRequest {
     /// A domain the owner controls, e.g. `example.org`; empty to forget it.
     pub domain: String,
-    /// The ACME directory URL; Let's Encrypt when empty or absent.
+    /// The ACME directory URL; Let's Encrypt when empty, unchanged when absent.
     #[serde(default)]
     pub acme_directory: Option<String>,
+    /// Unchanged when absent; empty for none.
     #[serde(default)]
     pub acme_email: Option<String>,
-    /// PEM root certificate of a private ACME CA; absent for a public CA.
+    /// PEM root certificate of a private ACME CA; empty for a public CA,
+    /// unchanged when absent.
     #[serde(default)]
     pub acme_ca: Option<String>,
     /// Let the device ask the router (UPnP-IGD) to forward ports 80 and 443
@@ -73,16 +75,21 @@ impl DomainRequest {
             return Ok(None);
         }
         check_domain(&domain)?;
+        // An absent field keeps what it was; an empty one goes back to
+        // the default.
         let acme_directory = match self.acme_directory.as_deref().map(str::trim) {
-            None | Some("") => LETS_ENCRYPT.to_owned(),
+            None => previous.map_or_else(|| LETS_ENCRYPT.to_owned(), |p| p.acme_directory.clone()),
+            Some("") => LETS_ENCRYPT.to_owned(),
             Some(url) => check_directory(url)?,
         };
         let acme_email = match self.acme_email.as_deref().map(str::trim) {
-            None | Some("") => None,
+            None => previous.and_then(|p| p.acme_email.clone()),
+            Some("") => None,
             Some(email) => Some(check_email(email)?),
         };
         let acme_ca = match self.acme_ca.as_deref().map(str::trim) {
-            None | Some("") => None,
+            None => previous.and_then(|p| p.acme_ca.clone()),
+            Some("") => None,
             Some(pem) => Some(check_ca(pem)?),
         };
         // A new domain starts with every app private: being public under
@@ -289,5 +296,19 @@ mod tests {
             .expect("ok")
             .expect("set");
         assert!(other.public_apps.is_empty());
+        // Fields left out keep their value; empty ones go back to the default.
+        let mut private_ca = old.clone();
+        private_ca.acme_directory = "https://ca.home.arpa/dir".into();
+        let kept = request("example.org")
+            .check(Some(&private_ca))
+            .expect("ok")
+            .expect("set");
+        assert_eq!(kept.acme_directory, "https://ca.home.arpa/dir");
+        let reset = DomainRequest {
+            acme_directory: Some(String::new()),
+            ..request("example.org")
+        };
+        let reset = reset.check(Some(&private_ca)).expect("ok").expect("set");
+        assert_eq!(reset.acme_directory, LETS_ENCRYPT);
     }
 }

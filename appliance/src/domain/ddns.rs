@@ -62,19 +62,39 @@ pub struct DdnsStatus {
 /// A TSIG key as BIND's `tsig-keygen` writes it:
 /// `key "NAME" { algorithm ALG; secret "BASE64"; };` (name, algorithm, secret).
 pub fn parse_key_file(text: &str) -> Option<(String, String, String)> {
-    let after_key = text.split_once("key")?.1;
-    let name = after_key.split('"').nth(1)?.to_owned();
-    let value_of = |word: &str| {
-        let rest = text.split_once(word)?.1;
-        let value = rest.split(';').next()?.trim().trim_matches('"').to_owned();
-        (!value.is_empty()).then_some(value)
-    };
-    Some((name, value_of("algorithm")?, value_of("secret")?))
+    let (head, body) = text.split_once('{')?;
+    let name = head
+        .trim()
+        .strip_prefix("key")?
+        .trim()
+        .trim_matches('"')
+        .to_owned();
+    let body = body.split('}').next()?;
+    let mut algorithm = None;
+    let mut secret = None;
+    for statement in body.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some((word, value)) = statement.split_once(char::is_whitespace) else {
+            continue;
+        };
+        let value = value.trim().trim_matches('"').to_owned();
+        match word {
+            "algorithm" => algorithm = Some(value),
+            "secret" => secret = Some(value),
+            _ => {}
+        }
+    }
+    (!name.is_empty()).then_some(())?;
+    Some((name, algorithm?, secret?))
 }
 
 impl DdnsRequest {
-    /// The settings this asks for; `None` turns dynamic DNS off.
-    pub fn check(self, domain: &str) -> Result<Option<DdnsConfig>, FieldError> {
+    /// The settings this asks for; `None` turns dynamic DNS off. An empty
+    /// secret keeps `previous`'s key (the page never shows it again).
+    pub fn check(
+        self,
+        domain: &str,
+        previous: Option<&DdnsConfig>,
+    ) -> Result<Option<DdnsConfig>, FieldError> {
         let server = self.server.trim();
         if server.is_empty() {
             return Ok(None);
@@ -112,9 +132,11 @@ impl DdnsRequest {
                 "give the TSIG key's name as the server knows it (the name in its `key \"...\"` block)",
             ));
         }
-        let key_algorithm = match self.key_algorithm.trim() {
-            "" => "hmac-sha256".to_owned(),
-            name => name.to_ascii_lowercase(),
+        let kept = previous.filter(|p| self.key_secret.trim().is_empty() && p.key_name == key_name);
+        let key_algorithm = match (self.key_algorithm.trim(), kept) {
+            ("", Some(p)) => p.key_algorithm.clone(),
+            ("", None) => "hmac-sha256".to_owned(),
+            (name, _) => name.to_ascii_lowercase(),
         };
         if TsigAlgorithm::from_name(&key_algorithm).is_none() {
             return Err(FieldError::new(
@@ -122,7 +144,10 @@ impl DdnsRequest {
                 "use hmac-sha256 or hmac-sha512",
             ));
         }
-        let key_secret = self.key_secret.trim().to_owned();
+        let key_secret = match kept {
+            Some(p) => p.key_secret.clone(),
+            None => self.key_secret.trim().to_owned(),
+        };
         if base64::engine::general_purpose::STANDARD
             .decode(&key_secret)
             .map_or(true, |k| k.is_empty())
@@ -255,6 +280,15 @@ mod tests {
             Some(("ddns-key".into(), "hmac-sha256".into(), "c2VjcmV0".into()))
         );
         assert_eq!(parse_key_file("nothing here"), None);
+        let tricky = "key \"secret-algorithm\" { algorithm hmac-sha512; secret \"c2VjcmV0\"; };";
+        assert_eq!(
+            parse_key_file(tricky),
+            Some((
+                "secret-algorithm".into(),
+                "hmac-sha512".into(),
+                "c2VjcmV0".into()
+            ))
+        );
     }
 
     #[test]
@@ -268,7 +302,7 @@ mod tests {
         };
         let config = good
             .clone()
-            .check("home.example.org")
+            .check("home.example.org", None)
             .expect("good")
             .expect("on");
         assert_eq!(config.zone, "home.example.org");
@@ -278,7 +312,11 @@ mod tests {
             ..good.clone()
         };
         assert_eq!(
-            plain.check("example.org").expect("ok").expect("on").server,
+            plain
+                .check("example.org", None)
+                .expect("ok")
+                .expect("on")
+                .server,
             "ns1.example.org:53"
         );
         let cases = [
@@ -319,13 +357,31 @@ mod tests {
             ),
         ];
         for (field, request) in cases {
-            assert_eq!(request.check("example.org").expect_err(field).field, field);
+            assert_eq!(
+                request.check("example.org", None).expect_err(field).field,
+                field
+            );
         }
         assert!(
             DdnsRequest::default()
-                .check("example.org")
+                .check("example.org", None)
                 .expect("off")
                 .is_none()
         );
+        // The page sends no secret when only other fields change.
+        let previous = good
+            .clone()
+            .check("example.org", None)
+            .expect("ok")
+            .expect("on");
+        let resaved = DdnsRequest {
+            key_secret: String::new(),
+            ..good.clone()
+        };
+        let kept = resaved
+            .check("example.org", Some(&previous))
+            .expect("ok")
+            .expect("on");
+        assert_eq!(kept.key_secret, previous.key_secret);
     }
 }

@@ -140,6 +140,7 @@ struct Inner {
     forward_ports: Vec<(u16, u16)>,
     forwarding: RwLock<PortForwardStatus>,
     wake_ports: Notify,
+    home: crate::web::peer::HomeNetworks,
     /// One change of the settings at a time.
     changes: Mutex<()>,
 }
@@ -186,6 +187,7 @@ impl Domain {
                 forward_ports,
                 forwarding: RwLock::default(),
                 wake_ports: Notify::new(),
+                home: crate::web::peer::HomeNetworks::default(),
                 changes: Mutex::new(()),
             }),
         })
@@ -198,6 +200,11 @@ impl Domain {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Who is at home, and who on the internet.
+    pub fn home(&self) -> &crate::web::peer::HomeNetworks {
+        &self.inner.home
     }
 
     pub fn challenges(&self) -> &Challenges {
@@ -230,14 +237,22 @@ impl Domain {
 
     /// Saves the domain settings and starts certifying under them.
     pub async fn configure(&self, request: DomainRequest) -> Result<DomainStatus, DomainError> {
-        let _one = self.inner.changes.lock().await;
-        let config = request.check(self.config().as_ref())?;
-        self.save(config).await?;
+        {
+            let _one = self.inner.changes.lock().await;
+            let config = request.check(self.config().as_ref())?;
+            self.save(config).await?;
+        }
+        // The status looks names up in DNS: not while holding the lock.
         Ok(self.status().await)
     }
 
     /// Turns an app's public switch on or off.
     pub async fn set_public(&self, app: &str, public: bool) -> Result<DomainStatus, DomainError> {
+        self.switch_public(app, public).await?;
+        Ok(self.status().await)
+    }
+
+    async fn switch_public(&self, app: &str, public: bool) -> Result<(), DomainError> {
         let _one = self.inner.changes.lock().await;
         let Some(mut config) = self.config() else {
             return Err(FieldError::new(
@@ -247,6 +262,18 @@ impl Domain {
             .into());
         };
         if public {
+            if !self
+                .inner
+                .forward_ports
+                .iter()
+                .any(|(external, _)| *external == 443)
+            {
+                return Err(FieldError::new(
+                    "public",
+                    "this supervisor serves no HTTPS (it was started with --no-tls), and public apps answer only over HTTPS",
+                )
+                .into());
+            }
             config::check_app_label(app)?;
             if self
                 .inner
@@ -262,14 +289,14 @@ impl Domain {
         }
         tracing::info!(%app, public, domain = %config.domain, "public switch");
         self.save(Some(config)).await?;
-        Ok(self.status().await)
+        Ok(())
     }
 
     /// Makes a removed app private, so that installing it again does not
     /// put it on the internet unasked.
     pub async fn forget_app(&self, app: &str) {
         if self.config().is_some_and(|c| c.public_apps.contains(app))
-            && let Err(err) = self.set_public(app, false).await
+            && let Err(err) = self.switch_public(app, false).await
         {
             tracing::error!(%app, %err, "cannot make a removed app private");
         }
@@ -293,17 +320,33 @@ impl Domain {
             }
         }
         let names = config.as_ref().map(public_names_of).unwrap_or_default();
+        // Failed orders wait out their backoff (the CA limits failures)
+        // unless what they depended on changed: the CA, or the zone that
+        // DNS-01 writes to.
+        let ca_of = |c: Option<&DomainConfig>| {
+            c.map(|c| (c.acme_directory.clone(), c.acme_ca.clone(), c.ddns.clone()))
+        };
+        let ca_changed = ca_of(self.config().as_ref()) != ca_of(config.as_ref());
         *self.inner.config.write().unwrap_or_else(|p| p.into_inner()) = config;
         // (after the swap: the names kept are those under the new domain)
         // Certificates for names no longer wanted go; a switch turned
         // off keeps its certificate while the domain stays (turning it on
         // again then needs no new order).
-        self.inner.certs.retain(&self.all_names_under_domain(names));
         self.inner
-            .attempts
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+            .certs
+            .retain(&self.all_names_under_domain(names.clone()));
+        {
+            let mut attempts = self
+                .inner
+                .attempts
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if ca_changed {
+                attempts.clear();
+            } else {
+                attempts.retain(|name, _| names.contains(name));
+            }
+        }
         self.inner.wake.notify_one();
         self.inner.wake_ports.notify_one();
         Ok(())
@@ -443,6 +486,11 @@ impl Domain {
     /// first update is made before anything is saved, so a wrong key or
     /// server is refused on its field.
     pub async fn configure_ddns(&self, request: DdnsRequest) -> Result<DomainStatus, DomainError> {
+        self.set_up_ddns(request).await?;
+        Ok(self.status().await)
+    }
+
+    async fn set_up_ddns(&self, request: DdnsRequest) -> Result<(), DomainError> {
         let _one = self.inner.changes.lock().await;
         let Some(mut config) = self.config() else {
             return Err(FieldError::new(
@@ -451,7 +499,7 @@ impl Domain {
             )
             .into());
         };
-        let ddns = request.check(&config.domain)?;
+        let ddns = request.check(&config.domain, config.ddns.as_ref())?;
         let mut run = DdnsRun::default();
         if let Some(ddns) = &ddns {
             let address = ddns.current_address().await?;
@@ -464,7 +512,7 @@ impl Domain {
         self.save(Some(config)).await?;
         *self.inner.ddns.write().unwrap_or_else(|p| p.into_inner()) = run;
         self.inner.wake_ddns.notify_one();
-        Ok(self.status().await)
+        Ok(())
     }
 
     /// Keeps the records at the public address: looks every `every`, and
@@ -650,6 +698,16 @@ impl Domain {
     pub fn resolver(&self) -> Arc<dyn ResolvesServerCert> {
         Arc::new(TlsNames {
             domain: self.clone(),
+            public_only: false,
+        })
+    }
+
+    /// The chooser for clients on the internet: public names only (the
+    /// device CA makes no certificate for whatever name they ask).
+    pub fn public_resolver(&self) -> Arc<dyn ResolvesServerCert> {
+        Arc::new(TlsNames {
+            domain: self.clone(),
+            public_only: true,
         })
     }
 }
@@ -678,6 +736,7 @@ async fn resolve(name: &str) -> Vec<String> {
 
 struct TlsNames {
     domain: Domain,
+    public_only: bool,
 }
 
 impl std::fmt::Debug for TlsNames {
@@ -688,15 +747,15 @@ impl std::fmt::Debug for TlsNames {
 
 impl ResolvesServerCert for TlsNames {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let Some(name) = hello
+        let name = hello
             .server_name()
-            .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
-        else {
+            .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+        let Some(name) = name.filter(|n| !n.ends_with(".local")) else {
+            if self.public_only {
+                return None;
+            }
             return self.domain.inner.ca.resolve(hello);
         };
-        if name.ends_with(".local") {
-            return self.domain.inner.ca.resolve(hello);
-        }
         // A name under the domain gets its certificate only while public;
         // any other name gets nothing.
         self.domain.public_app_of(&name)?;

@@ -15,18 +15,25 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::web::peer::Peer;
 
-/// Accepts TLS connections on `listener` until `stop` turns true.
+/// Accepts TLS connections on `listener` until `stop` turns true. Clients
+/// at `home` get every name's certificate (`names`); clients on the
+/// internet only the public names' (`public_names`).
 pub async fn serve_tls(
     listener: TcpListener,
     app: Router,
     names: Arc<dyn rustls::server::ResolvesServerCert>,
+    public_names: Arc<dyn rustls::server::ResolvesServerCert>,
+    home: crate::web::peer::HomeNetworks,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_cert_resolver(names);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let acceptor_for = |resolver: Arc<dyn rustls::server::ResolvesServerCert>| {
+        let mut config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        TlsAcceptor::from(Arc::new(config))
+    };
+    let (home_acceptor, internet_acceptor) = (acceptor_for(names), acceptor_for(public_names));
     loop {
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -38,7 +45,11 @@ pub async fn serve_tls(
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let acceptor = acceptor.clone();
+        let acceptor = if home.contains(addr.ip()) {
+            home_acceptor.clone()
+        } else {
+            internet_acceptor.clone()
+        };
         let peer = Peer::Remote {
             ip: addr.ip().to_canonical(),
             tls: true,

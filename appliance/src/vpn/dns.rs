@@ -38,7 +38,9 @@ fn question(query: &[u8]) -> Option<(String, u16, usize)> {
         labels.push(String::from_utf8_lossy(label).to_ascii_lowercase());
         at += len;
     }
-    let qtype = u16::from_be_bytes([*query.get(at)?, *query.get(at + 1)?]);
+    // Type and class must both be there: the answer repeats them.
+    let fixed = query.get(at..at + 4)?;
+    let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
     Some((labels.join("."), qtype, at + 4))
 }
 
@@ -154,5 +156,13 @@ mod tests {
         assert_eq!(none[3] & 0x0f, RCODE_NXDOMAIN);
         assert_eq!(&none[6..8], &[0, 0]);
         assert!(question(&q[..15]).is_none(), "a cut query is ignored");
+        assert!(
+            question(&q[..q.len() - 1]).is_none(),
+            "a query cut in its class is ignored"
+        );
+        assert!(
+            question(&q[..q.len() - 2]).is_none(),
+            "a query without its class is ignored"
+        );
     }
 }

@@ -75,7 +75,7 @@ pub struct VpnRequest {
     /// public address. The router must forward the UDP port to the device.
     #[serde(default)]
     pub endpoint: String,
-    /// UDP; 51820 when absent.
+    /// UDP; unchanged when absent (51820 at first).
     #[serde(default)]
     pub listen_port: Option<u16>,
 }
@@ -147,6 +147,8 @@ struct Inner {
     routes: RouteTable,
     device_name: RwLock<String>,
     running: Mutex<Running>,
+    /// One change of the settings at a time.
+    changes: Mutex<()>,
 }
 
 impl std::fmt::Debug for Vpn {
@@ -184,7 +186,15 @@ async fn public_key_of(private: &str) -> Result<String, VpnError> {
             command: "wg pubkey".into(),
             message: e.to_string(),
         })?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if !out.status.success() || key.is_empty() {
+        return Err(TunnelError::Command {
+            command: "wg pubkey".into(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        }
+        .into());
+    }
+    Ok(key)
 }
 
 fn check_name(name: &str) -> Result<(), FieldError> {
@@ -239,6 +249,7 @@ impl Vpn {
                 routes,
                 device_name: RwLock::new(device_name.to_owned()),
                 running: Mutex::new(Running::default()),
+                changes: Mutex::new(()),
             }),
         }
     }
@@ -380,35 +391,49 @@ impl Vpn {
 
     /// Turns remote access on or off, or changes where peers dial.
     pub async fn configure(&self, request: VpnRequest) -> Result<VpnStatus, VpnError> {
-        let mut config = self.config().await?.unwrap_or(VpnConfig {
-            enabled: false,
-            endpoint: String::new(),
-            listen_port: DEFAULT_PORT,
-            peers: Vec::new(),
-        });
-        let endpoint = request.endpoint.trim().to_owned();
-        if request.enabled || !endpoint.is_empty() {
-            check_endpoint(&endpoint)?;
-        }
-        let listen_port = request.listen_port.unwrap_or(DEFAULT_PORT);
-        if listen_port == 0 {
-            return Err(FieldError::new(
-                "listen_port",
-                "give a UDP port from 1 to 65535, e.g. 51820",
-            )
-            .into());
-        }
-        config.enabled = request.enabled;
-        if !endpoint.is_empty() {
-            config.endpoint = endpoint;
-        }
-        config.listen_port = listen_port;
-        self.save(&config).await?;
-        if config.enabled {
-            self.bring_up(&config).await?;
-        } else {
-            self.take_down().await;
-            tracing::info!("remote access is off");
+        {
+            let _one = self.inner.changes.lock().await;
+            let previous = self.config().await?;
+            let mut config = previous.clone().unwrap_or(VpnConfig {
+                enabled: false,
+                endpoint: String::new(),
+                listen_port: DEFAULT_PORT,
+                peers: Vec::new(),
+            });
+            let endpoint = request.endpoint.trim().to_owned();
+            if request.enabled || !endpoint.is_empty() {
+                check_endpoint(if endpoint.is_empty() {
+                    &config.endpoint
+                } else {
+                    &endpoint
+                })?;
+            }
+            if request.listen_port == Some(0) {
+                return Err(FieldError::new(
+                    "listen_port",
+                    "give a UDP port from 1 to 65535, e.g. 51820",
+                )
+                .into());
+            }
+            config.enabled = request.enabled;
+            if !endpoint.is_empty() {
+                config.endpoint = endpoint;
+            }
+            config.listen_port = request.listen_port.unwrap_or(config.listen_port);
+            self.save(&config).await?;
+            if config.enabled {
+                if let Err(err) = self.bring_up(&config).await {
+                    // Nothing half-done: the settings go back to what they were.
+                    match &previous {
+                        Some(previous) => self.save(previous).await?,
+                        None => self.inner.db.clear_setting(VPN_CONFIG).await?,
+                    }
+                    return Err(err);
+                }
+            } else {
+                self.take_down().await;
+                tracing::info!("remote access is off");
+            }
         }
         Ok(self.status().await)
     }
@@ -416,6 +441,7 @@ impl Vpn {
     /// Adds a peer; its configuration (with its private key) is in the
     /// answer only.
     pub async fn add_peer(&self, name: &str) -> Result<NewPeer, VpnError> {
+        let _one = self.inner.changes.lock().await;
         let name = name.trim();
         check_name(name)?;
         let Some(mut config) = self.config().await?.filter(|c| c.enabled) else {
@@ -444,7 +470,12 @@ impl Vpn {
             created_at: time::OffsetDateTime::now_utc().unix_timestamp(),
         });
         self.save(&config).await?;
-        self.apply(&config).await?;
+        if let Err(err) = self.apply(&config).await {
+            // The peer's key was never shown: it must not stay half-added.
+            config.peers.retain(|p| p.name != name);
+            self.save(&config).await?;
+            return Err(err);
+        }
         tracing::info!(peer = %name, %address, "remote access peer added");
         let endpoint = if config.endpoint.contains(':') && !config.endpoint.starts_with('[') {
             format!("[{}]:{}", config.endpoint, config.listen_port)
@@ -472,6 +503,7 @@ impl Vpn {
 
     /// Removes a peer; it cannot connect any more.
     pub async fn remove_peer(&self, name: &str) -> Result<VpnStatus, VpnError> {
+        let _one = self.inner.changes.lock().await;
         let mut config = self
             .config()
             .await?
@@ -484,6 +516,7 @@ impl Vpn {
         self.save(&config).await?;
         self.apply(&config).await?;
         tracing::info!(peer = %name, "remote access peer removed");
+        drop(_one);
         Ok(self.status().await)
     }
 

@@ -101,3 +101,114 @@ pub async fn tag_unix(mut request: Request, next: Next) -> Response {
 fn rustix_euid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
+
+/// Which clients are at home: loopback, private and link-local addresses
+/// (the home network, containers, the WireGuard tunnel), and any address on
+/// a network of the device's own interfaces (a home's global IPv6 prefix).
+/// Everyone else is on the internet, and sees only the public apps.
+#[derive(Debug, Clone, Default)]
+pub struct HomeNetworks {
+    cached: std::sync::Arc<std::sync::RwLock<Option<ReadAt>>>,
+}
+
+/// The interfaces' networks, and when they were read.
+type ReadAt = (std::time::Instant, Vec<crate::storage::nfs::Network>);
+
+/// How long the interfaces' networks are trusted before being read again.
+const HOME_REFRESH: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Whether `ip` is loopback, private or link-local, whatever the interfaces.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            v6.is_loopback()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link-local
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+        }
+    }
+}
+
+fn within(ip: IpAddr, network: &crate::storage::nfs::Network) -> bool {
+    match (ip, network.addr) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) => {
+            let bits = u32::MAX
+                .checked_shl(32 - u32::from(network.prefix))
+                .unwrap_or(0);
+            u32::from(ip) & bits == u32::from(net) & bits
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) => {
+            let bits = u128::MAX
+                .checked_shl(128 - u32::from(network.prefix))
+                .unwrap_or(0);
+            u128::from(ip) & bits == u128::from(net) & bits
+        }
+        _ => false,
+    }
+}
+
+impl HomeNetworks {
+    /// Whether a client at `ip` is at home.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        if is_private(ip) {
+            return true;
+        }
+        let fresh = self
+            .cached
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < HOME_REFRESH)
+            .map(|(_, networks)| networks.clone());
+        let networks = match fresh {
+            Some(networks) => networks,
+            None => {
+                let networks = crate::storage::nfs::home_networks();
+                *self.cached.write().unwrap_or_else(|p| p.into_inner()) =
+                    Some((std::time::Instant::now(), networks.clone()));
+                networks
+            }
+        };
+        networks.iter().any(|n| within(ip, n))
+    }
+}
+
+#[cfg(test)]
+mod home_tests {
+    use super::*;
+
+    #[test]
+    fn private_and_on_link_clients_are_home_and_the_internet_is_not() {
+        for home in [
+            "127.0.0.1",
+            "192.168.1.20",
+            "10.99.0.2",
+            "172.20.0.5",
+            "169.254.1.1",
+            "::1",
+            "fd00::5",
+            "fe80::1",
+            "::ffff:192.168.1.20",
+        ] {
+            assert!(is_private(home.parse().expect(home)), "{home}");
+        }
+        for internet in [
+            "45.45.45.2",
+            "8.8.8.8",
+            "100.64.0.1",
+            "2001:db8::1",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(!is_private(internet.parse().expect(internet)), "{internet}");
+        }
+        let net = crate::storage::nfs::Network {
+            addr: "2001:db8:1::".parse().expect("net"),
+            prefix: 64,
+        };
+        assert!(within("2001:db8:1::42".parse().expect("ip"), &net));
+        assert!(!within("2001:db8:2::42".parse().expect("ip"), &net));
+    }
+}

@@ -73,14 +73,16 @@ impl Daemon {
         Self::start_in_netns_on(netns, free_port(), extra_args).await
     }
 
-    /// The same, listening on `addr` (inside the namespace).
+    /// The same, listening on `addr` (inside the namespace), HTTPS on the
+    /// same address.
     pub async fn start_in_netns_on(netns: &str, addr: SocketAddr, extra_args: Vec<String>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().expect("tempdir");
         let mut daemon = Self {
             dir,
             addr,
-            tls_addr: free_port(),
+            // HTTPS on the same address as HTTP (all interfaces, or loopback).
+            tls_addr: SocketAddr::new(addr.ip(), free_port().port()),
             child: None,
             http: reqwest::Client::new(),
             extra_args,

@@ -103,22 +103,33 @@ pub async fn domain_submit(
                 })
                 .map_err(|e| e.to_string())
         }
-        "vpn-on" | "vpn-off" => state
-            .vpn
-            .configure(crate::vpn::VpnRequest {
-                enabled: form.action == "vpn-on",
-                endpoint: form.endpoint,
-                listen_port: form.listen_port.trim().parse().ok(),
-            })
-            .await
-            .map(|s| {
-                if s.enabled {
-                    "Remote access is on.".to_owned()
-                } else {
-                    "Remote access is off.".to_owned()
-                }
-            })
-            .map_err(|e| e.to_string()),
+        "vpn-on" | "vpn-off" => {
+            let listen_port = match form.listen_port.trim() {
+                "" => Ok(None),
+                port => port.parse().map(Some).map_err(|_| {
+                    format!("listen_port: {port:?} is not a port; give a UDP port from 1 to 65535, e.g. 51820")
+                }),
+            };
+            match listen_port {
+                Ok(listen_port) => state
+                    .vpn
+                    .configure(crate::vpn::VpnRequest {
+                        enabled: form.action == "vpn-on",
+                        endpoint: form.endpoint,
+                        listen_port,
+                    })
+                    .await
+                    .map(|s| {
+                        if s.enabled {
+                            "Remote access is on.".to_owned()
+                        } else {
+                            "Remote access is off.".to_owned()
+                        }
+                    })
+                    .map_err(|e| e.to_string()),
+                Err(message) => Err(message),
+            }
+        }
         "peer-add" => {
             let outcome = match state.vpn.add_peer(&form.peer).await {
                 Ok(peer) => Outcome::Peer(peer),
