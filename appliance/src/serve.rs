@@ -164,6 +164,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         std::iter::once((80, options.listen.port()))
             .chain(options.listen_tls.map(|a| (443, a.port())))
             .collect(),
+        options.bridge_address.is_some(),
     )
     .await?;
     let device_name = settings
@@ -177,6 +178,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         &options.wg_interface,
         proxy.routes.clone(),
         &device_name,
+        options.bridge_address.is_some(),
     )
     .await;
     let images = Arc::new(images);

@@ -138,6 +138,9 @@ struct Inner {
     wake_ddns: Notify,
     /// (external, device) TCP ports to forward: HTTP, and HTTPS if served.
     forward_ports: Vec<(u16, u16)>,
+    /// Whether the router may be looked for on the machine's network (not
+    /// in a test or workstation run with `--no-container-network`).
+    host_network: bool,
     forwarding: RwLock<PortForwardStatus>,
     wake_ports: Notify,
     home: crate::web::peer::HomeNetworks,
@@ -159,6 +162,7 @@ impl Domain {
         routes: RouteTable,
         ca: Arc<DeviceCa>,
         forward_ports: Vec<(u16, u16)>,
+        host_network: bool,
     ) -> Result<Self, StateError> {
         let config = match db.setting(crate::state::DOMAIN_CONFIG).await? {
             Some(json) => match serde_json::from_str(&json) {
@@ -185,6 +189,7 @@ impl Domain {
                 ddns: RwLock::default(),
                 wake_ddns: Notify::new(),
                 forward_ports,
+                host_network,
                 forwarding: RwLock::default(),
                 wake_ports: Notify::new(),
                 home: crate::web::peer::HomeNetworks::default(),
@@ -448,7 +453,16 @@ impl Domain {
                 let config = domain.config();
                 let allowed = config.as_ref().is_some_and(|c| c.port_forwarding);
                 let want = allowed && config.as_ref().is_some_and(|c| !c.public_apps.is_empty());
-                if allowed || mapped {
+                if allowed && !domain.inner.host_network {
+                    *domain.inner.forwarding.write().unwrap_or_else(|p| p.into_inner()) =
+                        PortForwardStatus {
+                            allowed,
+                            error: Some(
+                                "this supervisor runs without the machine's network (--no-container-network), so it asks no router".into(),
+                            ),
+                            ..PortForwardStatus::default()
+                        };
+                } else if allowed || mapped {
                     let mut status = port_forward::apply(want, &domain.inner.forward_ports).await;
                     status.allowed = allowed;
                     match (&status.error, want) {
@@ -500,6 +514,13 @@ impl Domain {
             .into());
         };
         let ddns = request.check(&config.domain, config.ddns.as_ref())?;
+        if ddns.as_ref().is_some_and(|d| d.address_from == "upnp") && !self.inner.host_network {
+            return Err(FieldError::new(
+                "address_from",
+                "this supervisor runs without the machine's network (--no-container-network), so it asks no router",
+            )
+            .into());
+        }
         let mut run = DdnsRun::default();
         if let Some(ddns) = &ddns {
             let address = ddns.current_address().await?;

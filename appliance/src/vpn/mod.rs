@@ -149,6 +149,9 @@ struct Inner {
     running: Mutex<Running>,
     /// One change of the settings at a time.
     changes: Mutex<()>,
+    /// Whether this supervisor may change the machine's network (not a
+    /// test or workstation run with `--no-container-network`).
+    host_network: bool,
 }
 
 impl std::fmt::Debug for Vpn {
@@ -240,6 +243,7 @@ impl Vpn {
         interface: &str,
         routes: RouteTable,
         device_name: &str,
+        host_network: bool,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -250,6 +254,7 @@ impl Vpn {
                 device_name: RwLock::new(device_name.to_owned()),
                 running: Mutex::new(Running::default()),
                 changes: Mutex::new(()),
+                host_network,
             }),
         }
     }
@@ -324,7 +329,7 @@ impl Vpn {
     /// Brings the tunnel up if the owner turned it on (at start).
     pub async fn start(&self) {
         match self.config().await {
-            Ok(Some(config)) if config.enabled => {
+            Ok(Some(config)) if config.enabled && self.inner.host_network => {
                 if let Err(err) = self.bring_up(&config).await {
                     tracing::error!(%err, "remote access is not available");
                 }
@@ -407,6 +412,13 @@ impl Vpn {
                 } else {
                     &endpoint
                 })?;
+            }
+            if request.enabled && !self.inner.host_network {
+                return Err(FieldError::new(
+                    "enabled",
+                    "this supervisor runs without the machine's network (--no-container-network), so it makes no tunnel",
+                )
+                .into());
             }
             if request.listen_port == Some(0) {
                 return Err(FieldError::new(
