@@ -32,6 +32,17 @@ fn ok(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// wireguard-go's control sockets, left behind when it is killed.
+struct Sockets(Vec<String>);
+
+impl Drop for Sockets {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
+        }
+    }
+}
+
 /// A child killed when dropped.
 struct Guard(Child);
 
@@ -100,6 +111,7 @@ async fn a_peer_reaches_an_app_by_its_local_name_through_the_tunnel() {
     let work = tempfile::tempdir().expect("tempdir");
     let tag = std::process::id() % 100_000;
     let (device_if, laptop_if) = (format!("ddwgd{tag}"), format!("ddwgl{tag}"));
+    let _sockets = Sockets(vec![device_if.clone(), laptop_if.clone()]);
 
     // The app: a web server on the device's loopback.
     let site = work.path().join("site");
