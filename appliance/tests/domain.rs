@@ -20,6 +20,21 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Waits (up to 20 s) until a server listens on loopback `port`; fails
+/// with its log otherwise.
+fn wait_for_port(port: u16, log: &Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not start: {}",
+            log.display(),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Pebble and its DNS (`pebble-challtestsrv`, answering 127.0.0.1 for
 /// every name), killed when dropped.
 struct Pebble {
@@ -105,15 +120,7 @@ impl Pebble {
             management,
             listener_ca: cert_path,
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", acme)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pebble did not start: {}",
-                std::fs::read_to_string(dir.join("pebble.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_port(acme, &dir.join("pebble.log"));
         pebble
     }
 
@@ -226,6 +233,19 @@ fn domain_status(d: &Daemon) -> Value {
     serde_json::from_slice(&out.stdout).expect("status JSON")
 }
 
+/// The app's certificate status once `done` says so (within 60 s).
+async fn certificate_when(d: &Daemon, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut cert = Value::Null;
+    eventually(what, Duration::from_secs(60), || {
+        cert = cert_of(&domain_status(d), "wiki");
+        done(&cert)
+            .then_some(())
+            .ok_or_else(|| format!("{cert}\n{}", d.log()))
+    })
+    .await;
+    cert
+}
+
 fn cert_of(status: &Value, app: &str) -> Value {
     status["public_apps"]
         .as_array()
@@ -306,17 +326,9 @@ async fn a_public_app_gets_a_real_certificate_renews_it_and_goes_private() {
         "{}",
         String::from_utf8_lossy(&public.stderr)
     );
-    let mut first = Value::Null;
-    eventually(
-        "a certificate for wiki.example.test",
-        Duration::from_secs(60),
-        || {
-            first = cert_of(&domain_status(&d), "wiki");
-            (first["state"] == "valid")
-                .then_some(())
-                .ok_or_else(|| format!("{first}\n{}", d.log()))
-        },
-    )
+    let first = certificate_when(&d, "a certificate for wiki.example.test", |c| {
+        c["state"] == "valid"
+    })
     .await;
     let root = pebble.issuing_root(work.path());
     let out = curl_https(&d, &root, "wiki.example.test", "/hello");
@@ -367,16 +379,9 @@ async fn a_public_app_gets_a_real_certificate_renews_it_and_goes_private() {
 
     // Renewal before expiry: a new certificate while the first is valid.
     let expires = first["expires_at"].as_i64().expect("expires_at");
-    let mut renewed = Value::Null;
-    eventually(
-        "the certificate to be renewed",
-        Duration::from_secs(60),
-        || {
-            renewed = cert_of(&domain_status(&d), "wiki");
-            let changed = renewed["serial"] != first["serial"] && renewed["state"] == "valid";
-            changed.then_some(()).ok_or_else(|| format!("{renewed}"))
-        },
-    )
+    let renewed = certificate_when(&d, "the certificate to be renewed", |c| {
+        c["serial"] != first["serial"] && c["state"] == "valid"
+    })
     .await;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     assert!(
@@ -441,14 +446,7 @@ async fn an_unreachable_ca_is_reported_on_the_name() {
         String::from_utf8_lossy(&set.stderr)
     );
     assert!(d.cli(&["domain", "public", "wiki"]).status.success());
-    let mut cert = Value::Null;
-    eventually("the failure to show", Duration::from_secs(30), || {
-        cert = cert_of(&domain_status(&d), "wiki");
-        (cert["state"] == "failed")
-            .then_some(())
-            .ok_or_else(|| format!("{cert}"))
-    })
-    .await;
+    let cert = certificate_when(&d, "the failure to show", |c| c["state"] == "failed").await;
     assert!(
         cert["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{cert}"
@@ -512,15 +510,7 @@ impl Bind {
             .spawn()
             .expect("named (Debian's bind9 package)");
         let bind = Self { child, port };
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "named did not start: {}",
-                std::fs::read_to_string(dir.join("named.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_port(port, &dir.join("named.log"));
         bind
     }
 
@@ -704,17 +694,9 @@ async fn with_dynamic_dns_the_certificate_comes_through_the_zone() {
         String::from_utf8_lossy(&ddns.stderr)
     );
     assert!(d.cli(&["domain", "public", "wiki"]).status.success());
-    let mut cert = Value::Null;
-    eventually(
-        "a certificate through DNS-01",
-        Duration::from_secs(60),
-        || {
-            cert = cert_of(&domain_status(&d), "wiki");
-            (cert["state"] == "valid")
-                .then_some(())
-                .ok_or_else(|| format!("{cert}\n{}", d.log()))
-        },
-    )
+    certificate_when(&d, "a certificate through DNS-01", |c| {
+        c["state"] == "valid"
+    })
     .await;
     assert!(d.log().contains("dns-01"), "{}", d.log());
     let root = pebble.issuing_root(work.path());

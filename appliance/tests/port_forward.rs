@@ -6,21 +6,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::test_net::{TestNet, ip};
-use common::{Daemon, eventually, socket_api as api};
-use serde_json::{Value, json};
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::test_net::{Guard, TestNet, device_with_app, in_ns, ip};
+use common::{eventually, socket_api as api};
+use serde_json::Value;
 
 /// The "internet" side's namespace, removed when dropped.
 struct Netns(String);
@@ -29,14 +20,6 @@ impl Drop for Netns {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
-}
-
-fn in_ns(ns: &str, program: &str, args: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "timeout", "15", program])
-        .args(args)
-        .output()
-        .expect("ip netns exec")
 }
 
 /// What the router says it forwards, as `upnpc -l` (Debian's miniupnpc)
@@ -127,47 +110,7 @@ async fn the_router_forwards_the_public_ports_while_an_app_is_public() {
             .expect("miniupnpd (Debian's miniupnpd-nftables)"),
     );
 
-    let site = work.path().join("site");
-    std::fs::create_dir_all(&site).expect("site");
-    std::fs::write(site.join("index.html"), "the wiki\n").expect("index");
-    let _app = Guard(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.device,
-                "/bin/busybox",
-                "httpd",
-                "-f",
-                "-p",
-                "127.0.0.1:8081",
-                "-h",
-            ])
-            .arg(&site)
-            .spawn()
-            .expect("busybox httpd"),
-    );
-    let d = Daemon::start_in_netns_on(
-        &net.device,
-        "0.0.0.0:8080".parse().expect("addr"),
-        Vec::new(),
-    )
-    .await;
-    let (code, body) = api(
-        &d,
-        "POST",
-        "/api/v1/setup",
-        Some(&json!({"device_name": "home", "password": common::PASSWORD,
-            "password_confirm": common::PASSWORD, "timezone": "UTC"})),
-    );
-    assert_eq!(code, 201, "{body}");
-    let (code, body) = api(
-        &d,
-        "POST",
-        "/api/v1/external-apps",
-        Some(&json!({"name": "wiki", "target": "127.0.0.1:8081"})),
-    );
-    assert_eq!(code, 201, "{body}");
+    let (d, _app) = device_with_app(&net, work.path(), "wiki", "the wiki\n", Vec::new()).await;
     let set = d.cli(&["domain", "set", "example.test", "--port-forwarding", "true"]);
     assert!(
         set.status.success(),

@@ -6,31 +6,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::test_net::TestNet;
-use common::{Daemon, eventually, socket_api as api};
+use common::test_net::{Guard, TestNet, device_with_app, in_ns, ok};
+use common::{eventually, socket_api as api};
 use serde_json::{Value, json};
-
-/// Runs a command inside `ns`; its output.
-fn in_ns(ns: &str, program: &str, args: &[&str]) -> std::process::Output {
-    Command::new("ip")
-        .args(["netns", "exec", ns, "timeout", "15", program])
-        .args(args)
-        .output()
-        .expect("ip netns exec")
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// wireguard-go's control sockets, left behind when it is killed.
 struct Sockets(Vec<String>);
@@ -40,16 +21,6 @@ impl Drop for Sockets {
         for name in &self.0 {
             let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
         }
-    }
-}
-
-/// A child killed when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -114,48 +85,14 @@ async fn a_peer_reaches_an_app_by_its_local_name_through_the_tunnel() {
     let _sockets = Sockets(vec![device_if.clone(), laptop_if.clone()]);
 
     // The app: a web server on the device's loopback.
-    let site = work.path().join("site");
-    std::fs::create_dir_all(&site).expect("site");
-    std::fs::write(site.join("index.html"), "hello through the tunnel\n").expect("index");
-    let _app = Guard(
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &net.device,
-                "/bin/busybox",
-                "httpd",
-                "-f",
-                "-p",
-                "127.0.0.1:8081",
-                "-h",
-            ])
-            .arg(&site)
-            .spawn()
-            .expect("busybox httpd"),
-    );
-
-    let d = Daemon::start_in_netns_on(
-        &net.device,
-        "0.0.0.0:8080".parse().expect("addr"),
+    let (d, _app) = device_with_app(
+        &net,
+        work.path(),
+        "testapp",
+        "hello through the tunnel\n",
         vec!["--wg-interface".into(), device_if.clone()],
     )
     .await;
-    let (code, body) = api(
-        &d,
-        "POST",
-        "/api/v1/setup",
-        Some(&json!({"device_name": "home", "password": common::PASSWORD,
-            "password_confirm": common::PASSWORD, "timezone": "UTC"})),
-    );
-    assert_eq!(code, 201, "{body}");
-    let (code, body) = api(
-        &d,
-        "POST",
-        "/api/v1/external-apps",
-        Some(&json!({"name": "testapp", "target": "127.0.0.1:8081"})),
-    );
-    assert_eq!(code, 201, "{body}");
 
     // Refusals name their field.
     let no_tunnel = d.cli(&["vpn", "add", "laptop"]);

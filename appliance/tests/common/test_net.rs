@@ -89,3 +89,79 @@ impl Drop for TestNet {
         }
     }
 }
+
+/// Runs `program` inside the namespace `ns` (at most 15 s); its output.
+pub fn in_ns(ns: &str, program: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns, "timeout", "15", program])
+        .args(args)
+        .output()
+        .expect("ip netns exec")
+}
+
+/// The output's text, after asserting it succeeded.
+pub fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A child process killed when dropped.
+pub struct Guard(pub std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A supervisor in the device namespace on 0.0.0.0:8080, set up as
+/// `home`, with an external app `app` whose page (`index.html` saying
+/// `page`) busybox serves on the device's 127.0.0.1:8081. Keep the guard:
+/// it is the app.
+pub async fn device_with_app(
+    net: &TestNet,
+    work: &std::path::Path,
+    app: &str,
+    page: &str,
+    extra_args: Vec<String>,
+) -> (super::Daemon, Guard) {
+    let site = work.join("site");
+    std::fs::create_dir_all(&site).expect("site");
+    std::fs::write(site.join("index.html"), page).expect("index");
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.device,
+            "/bin/busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "127.0.0.1:8081",
+            "-h",
+        ])
+        .arg(&site)
+        .spawn()
+        .expect("busybox httpd");
+    let guard = Guard(server);
+    let d = super::Daemon::start_in_netns_on(
+        &net.device,
+        "0.0.0.0:8080".parse().expect("addr"),
+        extra_args,
+    )
+    .await;
+    let setup = serde_json::json!({"device_name": "home", "password": super::PASSWORD,
+        "password_confirm": super::PASSWORD, "timezone": "UTC"});
+    let (code, body) = super::socket_api(&d, "POST", "/api/v1/setup", Some(&setup));
+    assert_eq!(code, 201, "{body}");
+    let external = serde_json::json!({"name": app, "target": "127.0.0.1:8081"});
+    let (code, body) = super::socket_api(&d, "POST", "/api/v1/external-apps", Some(&external));
+    assert_eq!(code, 201, "{body}");
+    (d, guard)
+}
