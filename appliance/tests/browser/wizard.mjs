@@ -69,6 +69,21 @@ try {
   expect(facts.includes('browser-test.local'), 'System shows the device name');
   expect(facts.includes('Europe/Berlin'), 'System shows the time zone');
 
+  // The Domain page: a bad domain is refused with the reason, a good one
+  // shows the DNS record to create and the apps' public switches.
+  await page.click('nav.sections >> text=Domain');
+  await page.fill('form.domain input[name=domain]', 'home.local');
+  await page.click('form.domain button[type=submit]');
+  const refusal = (await page.textContent('main .form-error')) || '';
+  expect(refusal.includes('domain:') && refusal.includes('.local'), `a .local domain is refused by name, got ${refusal}`);
+  await page.fill('form.domain input[name=domain]', 'Example.ORG');
+  await page.click('form.domain button[type=submit]');
+  expect(((await page.textContent('main .notice')) || '').includes('Saved'), 'the domain is saved');
+  const records = (await page.textContent('table.records')) || '';
+  expect(records.includes('*.example.org'), `the wildcard record to create is shown, got ${records}`);
+  expect(await page.locator('form.vpn button:has-text("Turn on")').count() === 1, 'remote access can be turned on');
+  await page.screenshot({ path: join(out, 'domain.png'), fullPage: true });
+
   if (backupDir) {
     await page.click('nav.sections >> text=Backups');
     await page.check('input[name=kind][value=folder]');

@@ -240,7 +240,7 @@ async fn domain_page(
                 label { "Key name " input name="key_name" value=(ddns.key_name) placeholder="ddns-key"; }
                 label { "Algorithm " input name="key_algorithm" placeholder="hmac-sha256"; }
                 label { "Secret " input name="key_secret" type="password" autocomplete="off" placeholder="base64, from the key file"; }
-                label { "Public address from " input name="address_from" value=(ddns.address_from) placeholder="https://… answering the address, or the address"; }
+                label { "Public address from " input name="address_from" value=(ddns.address_from) placeholder="upnp (ask the router), an https:// URL answering it, or the address"; }
                 button type="submit" { "Save" }
             }
         }
