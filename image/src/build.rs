@@ -148,7 +148,8 @@ const CUSTOMIZE_HOOKS: &[&str] = &[
 
 /// Left out of the root filesystem: manuals, translations and docs (but
 /// not the copyright files), and kernel drivers a home server has no use
-/// for (sound cards, TV tuners and webcams).
+/// for (sound cards, TV tuners and webcams, InfiniBand fabrics, industrial
+/// sensors, ISDN).
 const PATH_EXCLUDES: &[&str] = &[
     "path-exclude=/usr/share/man/*",
     "path-exclude=/usr/share/locale/*",
@@ -157,6 +158,9 @@ const PATH_EXCLUDES: &[&str] = &[
     "path-include=/usr/share/doc/*/copyright",
     "path-exclude=/usr/lib/modules/*/kernel/sound/*",
     "path-exclude=/usr/lib/modules/*/kernel/drivers/media/*",
+    "path-exclude=/usr/lib/modules/*/kernel/drivers/infiniband/*",
+    "path-exclude=/usr/lib/modules/*/kernel/drivers/iio/*",
+    "path-exclude=/usr/lib/modules/*/kernel/drivers/isdn/*",
 ];
 
 /// The device's smb.conf: everything comes from ddaemon's include file.
