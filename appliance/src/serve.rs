@@ -581,12 +581,15 @@ async fn serve_recovery(options: &ServeOptions) -> Result<(), ServeError> {
     };
     let tcp = bind(options.listen).await?;
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
-    axum::serve(tcp, router(state))
-        .with_graceful_shutdown(async move {
-            term.recv().await;
-        })
-        .await
-        .map_err(ServeError::Server)
+    axum::serve(
+        tcp,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        term.recv().await;
+    })
+    .await
+    .map_err(ServeError::Server)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {

@@ -88,3 +88,78 @@ async fn recovery_mode_offers_its_page_logs_and_a_confirmed_factory_reset() {
     let switch = d.http.post(d.url("/switch")).send().await.expect("post");
     assert_eq!(switch.status(), 409);
 }
+
+/// A client routed in from outside the home network (as through a
+/// router's forwarded port) is refused; the home network is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_mode_answers_only_the_home_network() {
+    use common::test_net::{TestNet, in_ns, ip};
+    let net = TestNet::new();
+    // The "LAN" side also holds an internet address, routed, not on-link.
+    ip(&[
+        "-n",
+        &net.lan,
+        "addr",
+        "add",
+        "45.45.45.2/32",
+        "dev",
+        &net.lan_link,
+    ]);
+    ip(&[
+        "-n",
+        &net.device,
+        "route",
+        "add",
+        "45.45.45.2/32",
+        "via",
+        "192.168.77.2",
+    ]);
+    // Recovery mode has no control socket to wait on: its page is.
+    let data = tempfile::tempdir().expect("data");
+    let _recovery = common::test_net::Guard(
+        std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", net.device))
+            .arg(env!("CARGO_BIN_EXE_ddaemon"))
+            .args([
+                "serve",
+                "--recovery",
+                "--no-tls",
+                "--listen",
+                "0.0.0.0:8080",
+                "--data",
+            ])
+            .arg(data.path())
+            .arg("--socket")
+            .arg(data.path().join("ddaemon.sock"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ddaemon serve --recovery"),
+    );
+    let status = |source: &str| {
+        let out = in_ns(
+            &net.lan,
+            "curl",
+            &[
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--interface",
+                source,
+                "http://192.168.77.1:8080/",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    common::eventually(
+        "recovery mode to answer",
+        std::time::Duration::from_secs(20),
+        || {
+            let code = status("192.168.77.2");
+            (code == "200").then_some(()).ok_or(code)
+        },
+    )
+    .await;
+    assert_eq!(status("45.45.45.2"), "403");
+}

@@ -176,6 +176,28 @@ impl HomeNetworks {
     }
 }
 
+/// Refuses clients that are not at home (recovery mode: a router may still
+/// forward ports to the device from before it restarted).
+pub async fn home_only(
+    axum::extract::State(home): axum::extract::State<HomeNetworks>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let at_home = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(addr)| home.contains(addr.ip()));
+    if !at_home {
+        return ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "not_at_home",
+            "recovery mode answers only the home network",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 #[cfg(test)]
 mod home_tests {
     use super::*;

@@ -4,7 +4,8 @@
 //!
 //! It needs nothing of the data partition but room for a marker: no
 //! database, no apps, no login (whoever can choose the boot entry has the
-//! device in hand). It can install an update bundle, boot the other slot,
+//! device in hand), and it answers only the home network, never a client
+//! on the internet that a router's forwarded ports let in. It can install an update bundle, boot the other slot,
 //! ask for a factory reset, restart normally, and hand out the logs of this
 //! boot and the one before.
 
@@ -55,6 +56,11 @@ pub fn router(state: RecoveryState) -> Router {
         .fallback(get(page))
         .layer(axum::middleware::from_fn(guard::same_origin))
         .layer(axum::middleware::from_fn(guard::security_headers))
+        // It has no login: only the home network may use it.
+        .layer(axum::middleware::from_fn_with_state(
+            super::peer::HomeNetworks::default(),
+            super::peer::home_only,
+        ))
         .with_state(state)
 }
 
