@@ -99,6 +99,16 @@ impl CertStore {
             .cloned()
     }
 
+    /// The names a certificate is held for.
+    pub fn names(&self) -> Vec<String> {
+        self.held
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     /// Keeps a new certificate: the private key PEM and the chain PEM the CA
     /// sent. Written before it is served, so a restart serves it too.
     pub fn keep(&self, name: &str, key_pem: &str, chain_pem: &str) -> Result<HeldCert, CertError> {

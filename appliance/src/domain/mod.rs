@@ -337,9 +337,7 @@ impl Domain {
         // Certificates for names no longer wanted go; a switch turned
         // off keeps its certificate while the domain stays (turning it on
         // again then needs no new order).
-        self.inner
-            .certs
-            .retain(&self.all_names_under_domain(names.clone()));
+        self.inner.certs.retain(&self.held_under_domain());
         {
             let mut attempts = self
                 .inner
@@ -357,24 +355,20 @@ impl Domain {
         Ok(())
     }
 
-    /// Every held name under the current domain, plus `wanted`.
-    fn all_names_under_domain(&self, wanted: Vec<String>) -> Vec<String> {
+    /// The certificates held for names under the current domain.
+    fn held_under_domain(&self) -> Vec<String> {
         let Some(domain) = self.config().map(|c| c.domain) else {
             return Vec::new();
         };
-        let mut names = wanted;
-        if let Ok(entries) = std::fs::read_dir(self.inner.dir.join("certs")) {
-            names.extend(entries.flatten().filter_map(|e| {
-                let file = e.file_name().to_string_lossy().into_owned();
-                file.strip_suffix(".pem")
-                    .filter(|n| {
-                        n.strip_suffix(domain.as_str())
-                            .is_some_and(|a| a.ends_with('.'))
-                    })
-                    .map(str::to_owned)
-            }));
-        }
-        names
+        self.inner
+            .certs
+            .names()
+            .into_iter()
+            .filter(|n| {
+                n.strip_suffix(domain.as_str())
+                    .is_some_and(|a| a.ends_with('.'))
+            })
+            .collect()
     }
 
     /// What the Domain page and `GET /api/v1/domain` show.
@@ -406,17 +400,19 @@ impl Domain {
             kind: "A".into(),
             value: target,
         }];
-        let mut public_apps = Vec::new();
-        for app in &config.public_apps {
-            let name = format!("{app}.{}", config.domain);
-            let resolves_to = resolve(&name).await;
-            public_apps.push(PublicApp {
+        // Every name is looked up at once: the page waits for the slowest
+        // answer, not for their sum.
+        let domain = &config.domain;
+        let lookups = config.public_apps.iter().map(|app| async move {
+            let name = format!("{app}.{domain}");
+            PublicApp {
                 app: app.clone(),
                 url: format!("https://{name}/"),
                 certificate: self.certificate_status(&name),
-                resolves_to,
-            });
-        }
+                resolves_to: resolve(&name).await,
+            }
+        });
+        let public_apps = futures_util::future::join_all(lookups).await;
         DomainStatus {
             domain: Some(config.domain),
             acme_directory: Some(config.acme_directory),

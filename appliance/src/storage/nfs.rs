@@ -139,29 +139,37 @@ pub fn exports_text(shares: &[Share], networks: &[Network]) -> String {
 pub fn home_networks() -> Vec<Network> {
     let mut found: Vec<Network> = ddaemon_runtime::network::home_addresses()
         .into_iter()
-        .filter_map(|(_, a)| match a.ip {
-            IpAddr::V4(ip) => {
-                let bits = u32::MAX.checked_shl(32 - u32::from(a.prefix)).unwrap_or(0);
-                Some(Network {
-                    addr: IpAddr::V4((u32::from(ip) & bits).into()),
-                    prefix: a.prefix,
-                })
-            }
-            IpAddr::V6(ip) if (ip.segments()[0] & 0xffc0) == 0xfe80 => None,
-            IpAddr::V6(ip) => {
-                let bits = u128::MAX
-                    .checked_shl(128 - u32::from(a.prefix))
-                    .unwrap_or(0);
-                Some(Network {
-                    addr: IpAddr::V6((u128::from(ip) & bits).into()),
-                    prefix: a.prefix,
-                })
-            }
+        .filter(|(_, a)| !matches!(a.ip, IpAddr::V6(ip) if (ip.segments()[0] & 0xffc0) == 0xfe80))
+        .map(|(_, a)| Network {
+            addr: masked(a.ip, a.prefix),
+            prefix: a.prefix,
         })
         .collect();
     found.sort();
     found.dedup();
     found
+}
+
+/// `ip` with all but its first `prefix` bits cleared.
+fn masked(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(ip) => {
+            let bits = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(ip) & bits).into())
+        }
+        IpAddr::V6(ip) => {
+            let bits = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(ip) & bits).into())
+        }
+    }
+}
+
+impl Network {
+    /// Whether `ip` is on this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.addr.is_ipv4()
+            && masked(ip, self.prefix) == masked(self.addr, self.prefix)
+    }
 }
 
 /// Where the exports go on a device; elsewhere, a file in the data folder.

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use utoipa::ToSchema;
 
@@ -149,6 +148,9 @@ struct Inner {
     running: Mutex<Running>,
     /// One change of the settings at a time.
     changes: Mutex<()>,
+    /// The device's public key, worked out once (its private key never
+    /// changes once made).
+    device_public: std::sync::OnceLock<String>,
     /// Whether this supervisor may change the machine's network (not a
     /// test or workstation run with `--no-container-network`).
     host_network: bool,
@@ -164,40 +166,17 @@ impl std::fmt::Debug for Vpn {
 
 /// `wg genkey`, and its public half.
 async fn key_pair() -> Result<(String, String), VpnError> {
-    let private = tunnel::run("wg", &["genkey"]).await?.trim().to_owned();
+    let private = tunnel::run("wg", &["genkey"], None)
+        .await?
+        .trim()
+        .to_owned();
     let public = public_key_of(&private).await?;
     Ok((private, public))
 }
 
 async fn public_key_of(private: &str) -> Result<String, VpnError> {
-    let mut child = tokio::process::Command::new("wg")
-        .arg("pubkey")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| TunnelError::Command {
-            command: "wg pubkey".into(),
-            message: e.to_string(),
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(format!("{private}\n").as_bytes()).await;
-    }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| TunnelError::Command {
-            command: "wg pubkey".into(),
-            message: e.to_string(),
-        })?;
-    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if !out.status.success() || key.is_empty() {
-        return Err(TunnelError::Command {
-            command: "wg pubkey".into(),
-            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        }
-        .into());
-    }
-    Ok(key)
+    let key = tunnel::run("wg", &["pubkey"], Some(&format!("{private}\n"))).await?;
+    Ok(key.trim().to_owned())
 }
 
 fn check_name(name: &str) -> Result<(), FieldError> {
@@ -254,6 +233,7 @@ impl Vpn {
                 device_name: RwLock::new(device_name.to_owned()),
                 running: Mutex::new(Running::default()),
                 changes: Mutex::new(()),
+                device_public: std::sync::OnceLock::new(),
                 host_network,
             }),
         }
@@ -305,6 +285,15 @@ impl Vpn {
         ddaemon_runtime::fs_atomic::write_atomic(&path, format!("{private}\n").as_bytes())
             .map_err(Self::io(&path))?;
         Ok(private)
+    }
+
+    /// The device's public key, made with its private key on first use.
+    async fn device_public_key(&self) -> Result<String, VpnError> {
+        if let Some(key) = self.inner.device_public.get() {
+            return Ok(key.clone());
+        }
+        let key = public_key_of(&self.device_key().await?).await?;
+        Ok(self.inner.device_public.get_or_init(|| key).clone())
     }
 
     /// Writes the `wg setconf` file for `config`; returns its path.
@@ -474,7 +463,7 @@ impl Vpn {
                 FieldError::new("name", "the tunnel is full (253 peers); remove one first")
             })?;
         let (private, public) = key_pair().await?;
-        let device_public = public_key_of(&self.device_key().await?).await?;
+        let device_public = self.device_public_key().await?;
         config.peers.push(Peer {
             name: name.to_owned(),
             public_key: public,
@@ -549,9 +538,13 @@ impl Vpn {
             Some(tunnel) => tunnel::handshakes(tunnel.as_ref()).await,
             None => Vec::new(),
         };
-        let public_key = match std::fs::read_to_string(self.inner.dir.join("private.key")) {
-            Ok(private) => public_key_of(private.trim()).await.ok(),
-            Err(_) => None,
+        // Only once a key exists: the status never makes one.
+        let public_key = match self.inner.device_public.get() {
+            Some(key) => Some(key.clone()),
+            None if self.inner.dir.join("private.key").exists() => {
+                self.device_public_key().await.ok()
+            }
+            None => None,
         };
         let config = config.unwrap_or(VpnConfig {
             enabled: false,

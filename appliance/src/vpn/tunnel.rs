@@ -11,8 +11,10 @@ use tokio::process::{Child, Command};
 /// Why the tunnel could not be brought up or changed.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
-    #[error("`{command}` failed: {message}")]
-    Command { command: String, message: String },
+    #[error(transparent)]
+    Command(#[from] ddaemon_runtime::command::CommandError),
+    #[error("cannot start wireguard-go: {0} (is it installed?)")]
+    Spawn(std::io::Error),
     #[error("wireguard-go did not make {0} (is /dev/net/tun there?)")]
     NoUserspace(String),
 }
@@ -65,23 +67,16 @@ impl Tunnel for UserspaceTunnel {
     }
 }
 
-pub(super) async fn run(program: &str, args: &[&str]) -> Result<String, TunnelError> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| TunnelError::Command {
-            command: format!("{program} {}", args.join(" ")),
-            message: e.to_string(),
-        })?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(TunnelError::Command {
-            command: format!("{program} {}", args.join(" ")),
-            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        })
-    }
+/// `wg` and `ip` finish at once; a minute means something hangs.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a tool (`ip`, `wg`), feeding `stdin` if given; its output.
+pub(super) async fn run(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<String, TunnelError> {
+    Ok(ddaemon_runtime::command::run(program, args, stdin, TOOL_TIMEOUT).await?)
 }
 
 fn uapi_socket(name: &str) -> PathBuf {
@@ -91,8 +86,8 @@ fn uapi_socket(name: &str) -> PathBuf {
 /// Makes the interface `name`: the kernel's if it can, else wireguard-go.
 pub async fn open(name: &str) -> Result<Box<dyn Tunnel>, TunnelError> {
     // Left over from a supervisor that did not stop cleanly.
-    let _ = run("ip", &["link", "del", name]).await;
-    match run("ip", &["link", "add", name, "type", "wireguard"]).await {
+    let _ = run("ip", &["link", "del", name], None).await;
+    match run("ip", &["link", "add", name, "type", "wireguard"], None).await {
         Ok(_) => {
             return Ok(Box::new(KernelTunnel {
                 name: name.to_owned(),
@@ -107,10 +102,7 @@ pub async fn open(name: &str) -> Result<Box<dyn Tunnel>, TunnelError> {
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| TunnelError::Command {
-            command: format!("wireguard-go -f {name}"),
-            message: e.to_string(),
-        })?;
+        .map_err(TunnelError::Spawn)?;
     let tunnel = UserspaceTunnel {
         name: name.to_owned(),
         _child: child,
@@ -134,10 +126,10 @@ pub async fn configure(
 ) -> Result<(), TunnelError> {
     let name = tunnel.name();
     let cidr = format!("{address}/{prefix}");
-    run("ip", &["addr", "replace", &cidr, "dev", name]).await?;
+    run("ip", &["addr", "replace", &cidr, "dev", name], None).await?;
     let conf = wg_conf.to_string_lossy();
-    run("wg", &["setconf", name, &conf]).await?;
-    run("ip", &["link", "set", name, "up"]).await?;
+    run("wg", &["setconf", name, &conf], None).await?;
+    run("ip", &["link", "set", name, "up"], None).await?;
     Ok(())
 }
 
@@ -146,6 +138,7 @@ pub async fn sync(tunnel: &dyn Tunnel, wg_conf: &Path) -> Result<(), TunnelError
     run(
         "wg",
         &["syncconf", tunnel.name(), &wg_conf.to_string_lossy()],
+        None,
     )
     .await
     .map(drop)
@@ -153,7 +146,7 @@ pub async fn sync(tunnel: &dyn Tunnel, wg_conf: &Path) -> Result<(), TunnelError
 
 /// Each peer's latest handshake (public key, unix seconds; 0 = never).
 pub async fn handshakes(tunnel: &dyn Tunnel) -> Vec<(String, i64)> {
-    let Ok(text) = run("wg", &["show", tunnel.name(), "latest-handshakes"]).await else {
+    let Ok(text) = run("wg", &["show", tunnel.name(), "latest-handshakes"], None).await else {
         return Vec::new();
     };
     text.lines()

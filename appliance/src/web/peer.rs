@@ -131,24 +131,6 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-fn within(ip: IpAddr, network: &crate::storage::nfs::Network) -> bool {
-    match (ip, network.addr) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) => {
-            let bits = u32::MAX
-                .checked_shl(32 - u32::from(network.prefix))
-                .unwrap_or(0);
-            u32::from(ip) & bits == u32::from(net) & bits
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) => {
-            let bits = u128::MAX
-                .checked_shl(128 - u32::from(network.prefix))
-                .unwrap_or(0);
-            u128::from(ip) & bits == u128::from(net) & bits
-        }
-        _ => false,
-    }
-}
-
 impl HomeNetworks {
     /// Whether a client at `ip` is at home.
     pub fn contains(&self, ip: IpAddr) -> bool {
@@ -172,7 +154,7 @@ impl HomeNetworks {
                 networks
             }
         };
-        networks.iter().any(|n| within(ip, n))
+        networks.iter().any(|n| n.contains(ip))
     }
 }
 
@@ -230,7 +212,7 @@ mod home_tests {
             addr: "2001:db8:1::".parse().expect("net"),
             prefix: 64,
         };
-        assert!(within("2001:db8:1::42".parse().expect("ip"), &net));
-        assert!(!within("2001:db8:2::42".parse().expect("ip"), &net));
+        assert!(net.contains("2001:db8:1::42".parse().expect("ip")));
+        assert!(!net.contains("2001:db8:2::42".parse().expect("ip")));
     }
 }
