@@ -8,7 +8,7 @@
 //! against its digest before it is used.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::StreamExt;
 use oci_client::Client;
@@ -136,7 +136,10 @@ pub struct Resolved {
 /// A registry client.
 #[derive(Clone)]
 pub struct Registry {
-    client: Arc<Client>,
+    /// Made at the first pull: making it reads and parses every CA
+    /// certificate in the system's store (twice, one per inner client),
+    /// which took seconds of the device's boot under emulation.
+    client: Arc<OnceLock<Client>>,
     options: RegistryOptions,
 }
 
@@ -151,21 +154,26 @@ impl std::fmt::Debug for Registry {
 impl Registry {
     /// A client with these options.
     pub fn new(options: RegistryOptions) -> Self {
-        let config = ClientConfig {
-            protocol: if options.insecure.is_empty() {
-                ClientProtocol::Https
-            } else {
-                ClientProtocol::HttpsExcept(options.insecure.clone())
-            },
-            // A registry that does not answer must not hold a pull forever.
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            ..ClientConfig::default()
-        };
         Self {
-            client: Arc::new(Client::new(config)),
+            client: Arc::new(OnceLock::new()),
             options,
         }
+    }
+
+    fn client(&self) -> &Client {
+        self.client.get_or_init(|| {
+            Client::new(ClientConfig {
+                protocol: if self.options.insecure.is_empty() {
+                    ClientProtocol::Https
+                } else {
+                    ClientProtocol::HttpsExcept(self.options.insecure.clone())
+                },
+                // A registry that does not answer must not hold a pull forever.
+                connect_timeout: Some(std::time::Duration::from_secs(10)),
+                read_timeout: Some(std::time::Duration::from_secs(60)),
+                ..ClientConfig::default()
+            })
+        })
     }
 
     fn auth(&self, image: &ImageRef) -> RegistryAuth {
@@ -190,7 +198,7 @@ impl Registry {
         blobs: &BlobStore,
     ) -> Result<(Vec<u8>, Digest), PullError> {
         let (bytes, digest) = self
-            .client
+            .client()
             .pull_manifest_raw(
                 image.as_reference(),
                 &self.auth(image),
@@ -274,7 +282,7 @@ impl Registry {
             return Ok(blobs.read_verified(&desc.digest)?);
         }
         let mut bytes = Vec::new();
-        self.client
+        self.client()
             .pull_blob(image.as_reference(), &to_oci(desc), &mut bytes)
             .await
             .map_err(|e| Self::registry_error(image, e))?;
@@ -307,7 +315,7 @@ impl Registry {
             }
             let mut offset = blobs.partial_len(&layer.digest).min(layer.size);
             let response = self
-                .client
+                .client()
                 .pull_blob_stream_partial(pinned.as_reference(), &to_oci(layer), offset, None)
                 .await
                 .map_err(|e| Self::registry_error(image, e))?;

@@ -39,38 +39,65 @@ pub trait ButtonSource: Send {
     fn describe(&self) -> String;
 }
 
+/// How often the input devices are looked through for new power keys.
+const RESCAN: Duration = Duration::from_secs(2);
+
 /// The power button's input devices.
 #[derive(Debug)]
 pub struct PowerButton {
+    sys_input: PathBuf,
+    dev_input: PathBuf,
     devices: Vec<(PathBuf, std::fs::File)>,
+    scanned: Option<Instant>,
 }
 
 impl PowerButton {
-    /// Opens every input device that reports `KEY_POWER` (found through
-    /// sysfs: `/sys/class/input/eventN/device/capabilities/key`).
+    /// Watches every input device that reports `KEY_POWER` (found through
+    /// sysfs: `/sys/class/input/eventN/device/capabilities/key`), those
+    /// there now and those that appear later: at boot the supervisor can
+    /// start before udev has loaded the ACPI button's driver, and a USB
+    /// keyboard with a power key can be plugged in at any time.
     pub fn open(sys_input: &Path, dev_input: &Path) -> std::io::Result<Self> {
-        let mut devices = Vec::new();
-        for entry in std::fs::read_dir(sys_input)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with("event") {
+        let mut button = Self {
+            sys_input: sys_input.to_owned(),
+            dev_input: dev_input.to_owned(),
+            devices: Vec::new(),
+            scanned: None,
+        };
+        button.rescan()?;
+        if button.devices.is_empty() {
+            tracing::info!("no input device reports a power key yet; watching for one");
+        }
+        Ok(button)
+    }
+
+    /// Opens the power-key devices not open yet.
+    fn rescan(&mut self) -> std::io::Result<()> {
+        self.scanned = Some(Instant::now());
+        for entry in std::fs::read_dir(&self.sys_input)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            let path = self.dev_input.join(&name);
+            if !name.starts_with("event") || self.devices.iter().any(|(p, _)| *p == path) {
                 continue;
             }
-            let caps = std::fs::read_to_string(entry.path().join("device/capabilities/key"))
-                .unwrap_or_default();
-            if has_key(&caps, KEY_POWER) {
-                let path = dev_input.join(&name);
-                let file = std::fs::File::open(&path)?;
-                devices.push((path, file));
+            let caps = self.sys_input.join(&name).join("device/capabilities/key");
+            if !has_key(
+                &std::fs::read_to_string(caps).unwrap_or_default(),
+                KEY_POWER,
+            ) {
+                continue;
+            }
+            match std::fs::File::open(&path) {
+                Ok(file) => {
+                    tracing::info!(device = %path.display(), "watching a power key");
+                    self.devices.push((path, file));
+                }
+                Err(err) => {
+                    tracing::warn!(device = %path.display(), %err, "cannot open a power key")
+                }
             }
         }
-        if devices.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "no input device reports a power key",
-            ));
-        }
-        Ok(Self { devices })
+        Ok(())
     }
 }
 
@@ -103,6 +130,15 @@ impl ButtonSource for PowerButton {
     fn next(&mut self, wait: Duration) -> std::io::Result<Option<Edge>> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         use std::io::Read as _;
+        if self.scanned.is_none_or(|at| at.elapsed() >= RESCAN)
+            && let Err(err) = self.rescan()
+        {
+            tracing::warn!(%err, "cannot look for power keys");
+        }
+        if self.devices.is_empty() {
+            std::thread::sleep(wait);
+            return Ok(None);
+        }
         let gone = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
         let revents: Vec<PollFlags> = {
             let mut fds: Vec<PollFd<'_>> = self
@@ -136,11 +172,6 @@ impl ButtonSource for PowerButton {
             }
             keep
         });
-        if self.devices.is_empty() {
-            return Err(std::io::Error::other(
-                "every power-key input device went away",
-            ));
-        }
         let ready: Vec<bool> = revents
             .iter()
             .zip(&keep)
@@ -171,7 +202,11 @@ impl ButtonSource for PowerButton {
             .iter()
             .map(|(p, _)| p.display().to_string())
             .collect();
-        format!("the power button ({})", paths.join(", "))
+        if paths.is_empty() {
+            "the power button (none found yet)".to_owned()
+        } else {
+            format!("the power button ({})", paths.join(", "))
+        }
     }
 }
 
@@ -375,6 +410,35 @@ mod tests {
         fn describe(&self) -> String {
             "script".into()
         }
+    }
+
+    #[test]
+    fn a_power_key_that_appears_later_is_watched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (sys, dev) = (dir.path().join("sys"), dir.path().join("dev"));
+        let add = |name: &str, caps: &str, events: &[u8]| {
+            std::fs::create_dir_all(sys.join(name).join("device/capabilities")).expect("mkdir");
+            std::fs::write(sys.join(name).join("device/capabilities/key"), caps).expect("caps");
+            std::fs::create_dir_all(&dev).expect("mkdir");
+            std::fs::write(dev.join(name), events).expect("dev");
+        };
+        // A keyboard without a power key is there from the start.
+        add("event0", "1\n", &event(EV_KEY, 30, 1));
+        let mut button = PowerButton::open(&sys, &dev).expect("open with no power key");
+        assert_eq!(button.next(Duration::from_millis(10)).expect("next"), None);
+        // The ACPI button's driver loads: found at the next look.
+        let power_bit = format!("{:x} 0\n", 1u64 << (KEY_POWER % 64));
+        add("event2", &power_bit, &event(EV_KEY, KEY_POWER, 1));
+        button.scanned = None;
+        assert_eq!(
+            button.next(Duration::from_millis(10)).expect("next"),
+            Some(Edge { pressed: true })
+        );
+        assert!(
+            button.describe().contains("event2"),
+            "{}",
+            button.describe()
+        );
     }
 
     #[test]
