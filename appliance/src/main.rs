@@ -393,7 +393,9 @@ enum UpdateAction {
     /// Install a bundle (`.ddaemon-update`) into the other slot and restart
     /// into it; it is kept only if it starts properly.
     Apply {
-        file: PathBuf,
+        /// The bundle file, or its http:// or https:// address (the device
+        /// downloads it).
+        source: String,
         /// Write it, but do not restart now.
         #[arg(long)]
         no_restart: bool,
@@ -1008,11 +1010,15 @@ async fn update(client: &ApiClient, action: UpdateAction) -> anyhow::Result<()> 
                 print!("{}", update::status_text(&status));
             }
         }
-        UpdateAction::Apply { file, no_restart } => {
-            eprintln!("sending {} to the supervisor…", file.display());
-            let done = update::apply(client, &file, !no_restart)
-                .await
-                .with_context(|| format!("{} was not installed", file.display()))?;
+        UpdateAction::Apply { source, no_restart } => {
+            let done = if source.starts_with("http://") || source.starts_with("https://") {
+                eprintln!("the device is downloading {source}…");
+                update::apply_url(client, &source, !no_restart).await
+            } else {
+                eprintln!("sending {source} to the supervisor…");
+                update::apply(client, Path::new(&source), !no_restart).await
+            }
+            .with_context(|| format!("{source} was not installed"))?;
             println!(
                 "version {} installed; {}",
                 done["version"].as_str().unwrap_or("?"),

@@ -144,6 +144,12 @@ const CUSTOMIZE_HOOKS: &[&str] = &[
     // rpcbind only serves NFSv3; it listens on port 111 for nothing until then.
     "chroot \"$1\" systemctl disable smbd.service nfs-server.service rpcbind.service rpcbind.socket",
     "chroot \"$1\" systemctl mask nmbd.service samba-ad-dc.service",
+    // Nothing at boot the device does not use: NFS client mounts (the NFS
+    // server starts what it needs itself), ext4 online scrubs (they need
+    // LVM), and apt's daily downloads and dpkg backups (the root is a
+    // read-only image replaced whole by updates). Each cost the boot
+    // CPU time under emulation while the supervisor started.
+    "chroot \"$1\" systemctl disable nfs-client.target e2scrub_reap.service e2scrub_all.timer apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer",
 ];
 
 /// Left out of the root filesystem: manuals, translations and docs (but
@@ -182,10 +188,18 @@ port=20048
 /// supervisor must not take the containers' shims with it.
 const DDAEMON_SERVICE: &str = "[Unit]
 Description=ddaemon supervisor
-# Not network-online.target: the supervisor listens on every address and
-# follows address changes itself (mDNS re-announces), so waiting for DHCP
-# would only delay the setup page.
-After=network.target local-fs.target
+# Not even network.target: the supervisor listens on every address and
+# follows address changes itself (mDNS re-announces), so waiting for
+# systemd-networkd to start (about a second under emulation) would only
+# delay the setup page.
+After=local-fs.target
+# A supervisor that cannot start (five starts in two minutes) is given up
+# on, and recovery mode answers on its port instead. On a boot that is
+# trying an update, the boot check gives up first (three restarts) and
+# the device goes back to the other slot.
+StartLimitIntervalSec=120
+StartLimitBurst=5
+OnFailure=ddaemon-recovery.service
 
 [Service]
 ExecStart=/usr/bin/ddaemon serve --data /data --power-control
@@ -196,6 +210,19 @@ Environment=MALLOC_ARENA_MAX=2
 
 [Install]
 WantedBy=multi-user.target
+";
+
+/// Recovery mode, when the supervisor cannot start (see ddaemon.service):
+/// the owner can still install an update, switch slots, reset the device
+/// and download the logs from the same address.
+const RECOVERY_SERVICE: &str = "[Unit]
+Description=ddaemon recovery mode (the supervisor could not start)
+Conflicts=ddaemon.service
+
+[Service]
+ExecStart=/usr/bin/ddaemon serve --recovery --data /data --power-control
+Restart=always
+RestartSec=2
 ";
 
 /// Confirms a boot that is being tried (an update, or a switch back) once
@@ -219,7 +246,11 @@ ExecStart=/usr/bin/ddaemon health --wait 90 --unit ddaemon.service
 ";
 
 /// The boot partition where the supervisor writes a new slot's kernel and
-/// boot entry (and systemd-bless-boot finds the entries).
+/// boot entry (and systemd-bless-boot finds the entries). Mounted when
+/// first used (the automount below), not on the way to local-fs.target:
+/// waiting for udev to name the partition and loading the FAT driver
+/// held up every unit after local-fs.target, the supervisor's included,
+/// by about 4 s under emulation.
 fn boot_mount_unit(at: &str) -> String {
     format!(
         "[Unit]
@@ -230,12 +261,55 @@ What=/dev/disk/by-label/BOOT
 Where={at}
 Type=vfat
 Options=umask=0077,noatime
+"
+    )
+}
+
+fn boot_automount_unit(at: &str) -> String {
+    format!(
+        "[Unit]
+Description=Boot partition, mounted when first used
+
+[Automount]
+Where={at}
 
 [Install]
 WantedBy=local-fs.target
 "
     )
 }
+
+/// Debian's unit with one change: it is not ordered before
+/// sysinit.target. Refreshing the boot loader's seed file reads the boot
+/// partition, which would put its mount back on the way to every service;
+/// the loader refreshes the file itself at each boot anyway.
+const BOOT_RANDOM_SEED_SERVICE: &str = "[Unit]
+Description=Update Boot Loader Random Seed
+Documentation=man:systemd-boot-random-seed.service(8) man:random(4)
+DefaultDependencies=no
+After=local-fs.target systemd-random-seed.service
+Conflicts=shutdown.target
+Before=shutdown.target
+ConditionVirtualization=!container
+ConditionPathExists=!/etc/initrd-release
+ConditionPathExists=|/sys/firmware/efi/efivars/LoaderFeatures-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
+ConditionPathExists=|/sys/firmware/efi/efivars/StubFeatures-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=bootctl --graceful random-seed
+";
+
+/// Modules the kernel would load by name for nothing. A blacklisted
+/// module still loads when a driver needs it (a Wi-Fi card's driver
+/// pulls cfg80211 in), only not by alias: systemd-networkd's start asked
+/// for nl80211 and so loaded cfg80211 on every boot (a second of the boot
+/// under emulation), and udev loaded the parallel-port driver.
+const MODPROBE_CONF: &str = "# Written by the image.
+blacklist cfg80211
+blacklist parport_pc
+";
 
 /// Wired networks get an address by DHCP (IPv6 by router advertisements).
 const WIRED_NETWORK: &str = "[Match]
@@ -709,6 +783,10 @@ impl BuildOptions {
             .arg(&self.catalog)
             .arg(self.root_dir().join("usr/share/ddaemon/catalog")))?;
         self.write("/etc/systemd/system/ddaemon.service", DDAEMON_SERVICE)?;
+        self.write(
+            "/etc/systemd/system/ddaemon-recovery.service",
+            RECOVERY_SERVICE,
+        )?;
         self.write("/etc/systemd/network/20-wired.network", WIRED_NETWORK)?;
         // The device answers mDNS itself (ddaemon owns port 5353).
         self.write(
@@ -716,6 +794,7 @@ impl BuildOptions {
             "[Resolve]\nMulticastDNS=no\nLLMNR=no\n",
         )?;
         self.write("/etc/hostname", "ddaemon\n")?;
+        self.write("/etc/modprobe.d/ddaemon.conf", MODPROBE_CONF)?;
         // smbd serves what ddaemon writes: its globals, shares and users.
         self.write("/etc/samba/smb.conf", SMB_CONF)?;
         self.write("/etc/nfs.conf.d/ddaemon.conf", NFS_CONF)?;
@@ -754,15 +833,26 @@ impl BuildOptions {
             self.version
         ));
         self.write("/usr/lib/os-release", &text)?;
-        let (mount_point, mount_unit) = match self.board.boot {
-            BootMethod::Uefi => ("/efi", "efi.mount"),
-            BootMethod::RaspberryPiFirmware => ("/boot/firmware", "boot-firmware.mount"),
+        let (mount_point, unit_name) = match self.board.boot {
+            BootMethod::Uefi => ("/efi", "efi"),
+            BootMethod::RaspberryPiFirmware => ("/boot/firmware", "boot-firmware"),
         };
         std::fs::create_dir_all(self.in_root(mount_point)?).map_err(io(&self.root_dir()))?;
         self.write(
-            &format!("/etc/systemd/system/{mount_unit}"),
+            &format!("/etc/systemd/system/{unit_name}.mount"),
             &boot_mount_unit(mount_point),
         )?;
+        let automount = format!("{unit_name}.automount");
+        self.write(
+            &format!("/etc/systemd/system/{automount}"),
+            &boot_automount_unit(mount_point),
+        )?;
+        if self.board.boot == BootMethod::Uefi {
+            self.write(
+                "/etc/systemd/system/systemd-boot-random-seed.service",
+                BOOT_RANDOM_SEED_SERVICE,
+            )?;
+        }
         self.write(
             "/etc/systemd/system/ddaemon-boot-check.service",
             BOOT_CHECK_SERVICE,
@@ -780,7 +870,7 @@ impl BuildOptions {
             std::os::unix::fs::symlink(format!("/etc/systemd/system/{unit}"), &link)
                 .map_err(io(&link))
         };
-        link("local-fs.target.wants", mount_unit)?;
+        link("local-fs.target.wants", &automount)?;
         // boot-complete.target is reached, and the boot confirmed, only
         // once the supervisor answers.
         link(

@@ -514,20 +514,8 @@ impl Vm {
 
     /// A POST that may take up to `seconds` (emulated, starting a server).
     fn post_within(&mut self, seconds: u32, path: &str, body: &str) -> Option<serde_json::Value> {
-        let csrf = format!("X-CSRF-Token: {}", self.csrf);
         let answer = self
-            .curl_answer(
-                seconds,
-                &[
-                    "-H",
-                    "Content-Type: application/json",
-                    "-H",
-                    &csrf,
-                    "--data",
-                    body,
-                    &self.url(path),
-                ],
-            )
+            .post_raw(seconds, path, body)
             // Said here: the caller's failure shows only that it failed.
             .map_err(|e| eprintln!("POST {path}: {e}"))
             .ok()?;
@@ -536,6 +524,44 @@ impl Vm {
             self.csrf = token.to_owned();
         }
         Some(v)
+    }
+
+    /// A JSON POST's answer, or the device's refusal (its JSON body).
+    fn post_answer(&self, path: &str, body: &str) -> Result<String, String> {
+        self.post_raw(30, path, body)
+    }
+
+    fn post_raw(&self, seconds: u32, path: &str, body: &str) -> Result<String, String> {
+        let csrf = format!("X-CSRF-Token: {}", self.csrf);
+        self.curl_answer(
+            seconds,
+            &[
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                &csrf,
+                "--data",
+                body,
+                &self.url(path),
+            ],
+        )
+    }
+
+    /// Waits until `path` answers with a page containing `text`; the page.
+    fn wait_for_page(&mut self, path: &str, text: &str) -> String {
+        loop {
+            if let Some(page) = self.curl(&[&self.url(path)])
+                && page.contains(text)
+            {
+                return page;
+            }
+            assert!(
+                self.launched.elapsed() < self.boot_timeout * 2,
+                "{path} never showed {text:?}; serial log:\n{}",
+                self.serial_tail()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 
     fn get(&self, path: &str) -> Option<serde_json::Value> {
@@ -598,6 +624,11 @@ impl Vm {
 
     /// Powers off through the API and waits for QEMU to end.
     fn power_off(mut self) {
+        self.shut_down();
+    }
+
+    /// [`Vm::power_off`], keeping the VM to start it again.
+    fn shut_down(&mut self) {
         self.power("power-off");
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
         while Instant::now() < deadline {
@@ -926,9 +957,39 @@ fn the_x86_64_image_updates_switches_back_and_rolls_back() {
     assert_eq!(slot(&status, "a")["running"], true, "{status}");
     assert_eq!(slot(&status, "b")["state"], "empty", "{status}");
 
-    // A good update: restart into slot B, new version, setup kept.
+    // A good update, which the device downloads itself from an address
+    // (the guest reaches the host's loopback as 10.0.2.2): restart into
+    // slot B, new version, setup kept. Addresses it cannot use are refused
+    // by field first.
+    let server = FileServer::start(dir.path());
+    for (url, says) in [
+        ("ftp://10.0.2.2/x".to_owned(), "http"),
+        (server.guest_url("no-such-bundle"), "404"),
+    ] {
+        let refused = vm
+            .post_answer(
+                "/api/v1/system/update/from-url",
+                &format!(r#"{{"url":"{url}"}}"#),
+            )
+            .expect_err("refused");
+        assert!(
+            refused.contains(r#""field":"url""#) && refused.contains(says),
+            "{url}: {refused}"
+        );
+    }
     let asked = Instant::now();
-    vm.update(&good);
+    let name = good.file_name().expect("name").to_string_lossy();
+    let answer = vm.post_within(
+        600,
+        "/api/v1/system/update/from-url",
+        &format!(r#"{{"url":"{}"}}"#, server.guest_url(&name)),
+    );
+    assert!(
+        answer.as_ref().is_some_and(|a| a["restarting"] == true),
+        "the update from an address was not installed: {answer:?}\n{}",
+        vm.serial_tail()
+    );
+    vm.wait_for_restart(SHUTDOWN_TIMEOUT);
     let (health, seconds) = vm.wait_for_health(asked);
     eprintln!("updated: answering on the new system {seconds:.1} s after the upload began");
     assert_eq!(health["system_version"], "9.0.0-test", "{health}");
@@ -1124,7 +1185,110 @@ fn the_x86_64_image_survives_a_power_cut_and_its_reset_button() {
         !apps.to_string().contains("\"printer\""),
         "a factory reset leaves no app: {apps}"
     );
+
+    // The state database scribbled over (a failing SD card): the
+    // supervisor cannot start, systemd gives up on it, and recovery mode
+    // answers in its place. Its logs say why; its factory reset brings
+    // the device back.
+    vm.shut_down();
+    let data = partitions(&device.disk)
+        .into_iter()
+        .find(|p| p.0 == "data")
+        .expect("data");
+    scribble_over_the_state_database(&device.disk, data.1 * 512, dir.path());
+    let vm = &mut device.vm;
+    let started = Instant::now();
+    vm.launch();
+    let page = vm.wait_for_page("/", "Recovery mode");
+    eprintln!(
+        "a supervisor that cannot start: recovery mode answers {:.1} s after QEMU's start",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(page.contains("factory-reset"), "{page}");
+    let logs = vm.curl_within(60, &[&vm.url("/logs")]).unwrap_or_default();
+    assert!(
+        logs.contains("file is not a database"),
+        "the logs say why the supervisor stopped: {}",
+        &logs[logs.len().saturating_sub(3000)..]
+    );
+    let answer = vm.curl(&["-d", "confirm=yes", &vm.url("/factory-reset")]);
+    assert!(
+        answer.as_deref().unwrap_or("").contains("restarting"),
+        "factory reset from recovery mode: {answer:?}"
+    );
+    let pressed = Instant::now();
+    vm.wait_for_restart(SHUTDOWN_TIMEOUT);
+    let (health, _) = vm.wait_for_health(pressed);
+    assert_eq!(health["setup_complete"], false, "{health}");
+    vm.set_up("bootdev4");
     device.power_off_and_check_disk();
+}
+
+/// `python3 -m http.server` on loopback, serving a folder.
+struct FileServer {
+    child: Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the file server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, port }
+    }
+
+    /// The address of `name` as the guest sees it.
+    fn guest_url(&self, name: &str) -> String {
+        format!("http://10.0.2.2:{}/{name}", self.port)
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes junk over `ddaemon/state.db` on the (switched off) device's
+/// data partition, which starts `offset` bytes into `disk`, with debugfs:
+/// no mount needed.
+fn scribble_over_the_state_database(disk: &Path, offset: u64, dir: &Path) {
+    let junk = dir.join("junk");
+    std::fs::write(&junk, "scribbled over by a failing card\n".repeat(64)).expect("junk");
+    let script = dir.join("debugfs.cmd");
+    std::fs::write(
+        &script,
+        format!(
+            "rm /ddaemon/state.db-wal\nrm /ddaemon/state.db-shm\nrm /ddaemon/state.db\nwrite {} /ddaemon/state.db\n",
+            junk.display()
+        ),
+    )
+    .expect("debugfs script");
+    let o = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(format!("{}?offset={offset}", disk.display()))
+        .output()
+        .expect("debugfs (e2fsprogs)");
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && out.contains("Allocated inode"),
+        "debugfs: {out}"
+    );
 }
 
 /// The arm64 build (cross-compiled binaries, an arm64 Debian root) boots

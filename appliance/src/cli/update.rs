@@ -75,6 +75,21 @@ pub async fn apply(
     serde_json::from_slice(&collect(response).await?).map_err(ClientError::Decode)
 }
 
+/// Has the device download a bundle from `url` and install it.
+pub async fn apply_url(
+    client: &ApiClient,
+    url: &str,
+    restart: bool,
+) -> Result<serde_json::Value, ClientError> {
+    let response = client
+        .post_json(
+            &format!("/api/v1/system/update/from-url?restart={restart}"),
+            &serde_json::json!({ "url": url }),
+        )
+        .await?;
+    serde_json::from_slice(&collect(response).await?).map_err(ClientError::Decode)
+}
+
 pub async fn switch_back(
     client: &ApiClient,
     restart: bool,

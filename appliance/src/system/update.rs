@@ -142,6 +142,14 @@ impl Updates {
         self.device.is_ok()
     }
 
+    /// Why updates cannot be installed here, as [`Updates::install`] would say.
+    pub fn check_available(&self) -> Result<(), UpdateError> {
+        self.device
+            .as_ref()
+            .map(|_| ())
+            .map_err(|why| UpdateError::Unavailable(why.clone()))
+    }
+
     fn job(&self) -> UpdateJob {
         self.job.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

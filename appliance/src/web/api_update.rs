@@ -10,8 +10,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::api::request_power;
 use super::api_error::{ApiError, ErrorBody};
+use super::api_json::ApiJson;
 use super::session::ApiSession;
 use super::state::AppState;
+use crate::field_error::FieldError;
 use crate::system::{PowerAction, UpdateError, UpdateStatus, Updates};
 
 /// The running version, both slots, a rollback if one happened, and an
@@ -70,6 +72,59 @@ pub async fn apply(
             .and_then(|v| v.parse().ok())
     });
     let version = install_stream(&state.updates, body.into_data_stream(), length).await?;
+    finish(&state, Some(version), None, query.restart.unwrap_or(true)).await
+}
+
+/// `POST /api/v1/system/update/from-url`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FromUrlRequest {
+    /// Where the bundle is: an `http://` or `https://` address.
+    pub url: String,
+}
+
+/// Downloads a signed update bundle and installs it as an upload would be
+/// (streamed into the slot not running, never stored whole), then
+/// restarts into it.
+#[utoipa::path(post, path = "/api/v1/system/update/from-url", tag = "system",
+    params(SwitchQuery),
+    request_body = FromUrlRequest,
+    security(("session" = [], "csrf" = [])),
+    responses((status = 200, body = UpdateApplied),
+        (status = 400, body = ErrorBody, description = "The address is not http(s), cannot be downloaded, or is not a bundle this device takes; nothing boots from it"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "Updates are not available here, or one is being installed"),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody), (status = 500, body = ErrorBody)))]
+pub async fn apply_from_url(
+    State(state): State<AppState>,
+    _session: ApiSession,
+    Query(query): Query<SwitchQuery>,
+    ApiJson(request): ApiJson<FromUrlRequest>,
+) -> Result<Json<UpdateApplied>, ApiError> {
+    let refuse = |why: String| ApiError::invalid(FieldError::new("url", why));
+    let url = reqwest::Url::parse(request.url.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| refuse("give the http:// or https:// address of an update bundle".into()))?;
+    // Nothing is downloaded for a device that could not install it.
+    state.updates.check_available().map_err(update_error)?;
+    let client = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(15))
+        .build()
+        .map_err(|e| ApiError::internal(&e))?;
+    let response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| refuse(format!("{url} cannot be downloaded: {e}")))?;
+    if !response.status().is_success() {
+        return Err(refuse(format!(
+            "{url} answered {}; check the address",
+            response.status()
+        )));
+    }
+    let length = response.content_length();
+    let version = install_stream(&state.updates, response.bytes_stream(), length).await?;
     finish(&state, Some(version), None, query.restart.unwrap_or(true)).await
 }
 

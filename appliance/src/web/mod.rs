@@ -52,6 +52,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/system/update/switch-back", post(api_update::switch_back))
+        .route("/system/update/from-url", post(api_update::apply_from_url))
         .route("/images", get(api_images::list))
         .route("/images/pull", post(api_images::pull))
         .route("/images/remove", post(api_images::remove))

@@ -16,7 +16,7 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
 #[openapi(
     info(title = "ddaemon API", description = "The supervisor's JSON API, used by its own pages and CLI."),
     paths(
-        api::health, api::setup, api::login, api::logout, api::system, api::power, api_update::status, api_update::apply, api_update::switch_back,
+        api::health, api::setup, api::login, api::logout, api::system, api::power, api_update::status, api_update::apply, api_update::apply_from_url, api_update::switch_back,
         api_images::list, api_images::pull, api_images::remove, api_images::load,
         api_containers::list, api_containers::run, api_containers::start, api_containers::stop,
         api_containers::remove, api_containers::logs,
@@ -33,7 +33,7 @@ use crate::system::{DiskUse, MemoryUse, SystemInfo};
         api_vpn::status, api_vpn::configure, api_vpn::add_peer, api_vpn::remove_peer
     ),
     components(schemas(
-        api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone, api::PowerRequest, crate::system::PowerAction, crate::system::UpdateStatus, crate::system::SlotView, crate::system::UpdateJob, api_update::UpdateApplied,
+        api::Health, api::LoginRequest, api::SessionOpened, api::SetupDone, api::PowerRequest, crate::system::PowerAction, crate::system::UpdateStatus, crate::system::SlotView, crate::system::UpdateJob, api_update::UpdateApplied, api_update::FromUrlRequest,
         SetupRequest, SystemInfo, MemoryUse, DiskUse, ErrorBody, ErrorDetail,
         api_images::ImageView, api_images::ImageRequest, api_images::ImageRemoved,
         api_containers::ContainerView, api_containers::RunRequest,
