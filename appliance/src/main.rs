@@ -59,6 +59,11 @@ enum Command {
         /// also enters it when the kernel command line says ddaemon.recovery.
         #[arg(long)]
         recovery: bool,
+        /// Recovery mode that started by itself because the supervisor
+        /// could not start (the device's ddaemon-recovery.service): its
+        /// factory reset takes the reset button, not the page.
+        #[arg(long, hide = true)]
+        recovery_unattended: bool,
         /// A registry (host[:port]) to reach over plain HTTP; repeatable.
         #[arg(long = "insecure-registry", value_name = "HOST")]
         insecure_registries: Vec<String>,
@@ -566,6 +571,7 @@ fn main() -> anyhow::Result<()> {
             no_mdns,
             power_control,
             recovery,
+            recovery_unattended,
             udev_data,
             unix_users,
             smbd_pid_file,
@@ -585,6 +591,7 @@ fn main() -> anyhow::Result<()> {
                 mdns: !no_mdns,
                 power_control,
                 recovery,
+                recovery_unattended,
                 udev_data,
                 unix_users,
                 smbd_pid_file,

@@ -53,6 +53,9 @@ pub struct ServeOptions {
     /// Serve recovery mode instead of the dashboard (as the kernel command
     /// line's `ddaemon.recovery` asks on the device).
     pub recovery: bool,
+    /// Recovery mode started by itself (the supervisor could not start):
+    /// its factory reset then takes the reset button, not the page.
+    pub recovery_unattended: bool,
     /// udev's database (`/run/udev/data`).
     pub udev_data: PathBuf,
     /// Where Samba's Unix accounts go (libnss-extrausers' folder); `None`:
@@ -104,6 +107,7 @@ pub enum ServeError {
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if options.recovery
+        || options.recovery_unattended
         || (options.power_control && crate::web::recovery_mode::requested_by(&cmdline))
     {
         return serve_recovery(&options).await;
@@ -274,7 +278,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         tracing::error!(%err, "cannot check the installed apps");
     }
     if options.power_control {
-        start_reset_button(&state, &options.data_dir);
+        start_reset_button(Some(state.clone()), state.power, &options.data_dir);
     }
     let app = router(state);
     let tls_app = app.clone();
@@ -482,8 +486,10 @@ fn start_disk_watch(storage: &crate::storage::Storage) {
 const BOARDS_DIR: &str = "/usr/share/ddaemon/boards";
 
 /// Watches the board's reset button on a thread of its own and carries out
-/// what its presses ask for. Only the device's own supervisor does this.
-fn start_reset_button(state: &AppState, data_dir: &Path) {
+/// what its presses ask for. Only the device's own supervisor does this,
+/// and recovery mode. A soft reset needs the supervisor's state (`state`);
+/// recovery mode has none, and ignores it.
+fn start_reset_button(state: Option<AppState>, power: crate::system::Power, data_dir: &Path) {
     use crate::system::reset_button::{blink, open_board_button, watch};
     use ddaemon_recovery::button::Request;
     let board = crate::system::board_id()
@@ -504,7 +510,6 @@ fn start_reset_button(state: &AppState, data_dir: &Path) {
     };
     let led = board.status_led.map(|l| l.name);
     let handle = tokio::runtime::Handle::current();
-    let state = state.clone();
     let marker = crate::system::reset_button::factory_reset_marker(data_dir);
     let spawned = std::thread::Builder::new()
         .name("reset-button".into())
@@ -524,7 +529,7 @@ fn start_reset_button(state: &AppState, data_dir: &Path) {
                 }
             };
             let act = |request: Request| {
-                handle.block_on(carry_out(&state, &marker, request));
+                handle.block_on(carry_out(state.as_ref(), &power, &marker, request));
             };
             let err = watch(source, armed, act);
             tracing::error!(%err, "the reset button is no longer watched");
@@ -535,18 +540,28 @@ fn start_reset_button(state: &AppState, data_dir: &Path) {
 }
 
 /// What a reset-button pattern asked for.
-async fn carry_out(state: &AppState, marker: &Path, request: ddaemon_recovery::button::Request) {
+async fn carry_out(
+    state: Option<&AppState>,
+    power: &crate::system::Power,
+    marker: &Path,
+    request: ddaemon_recovery::button::Request,
+) {
     use crate::system::PowerAction;
     use ddaemon_recovery::button::Request;
     match request {
-        Request::SoftReset => match state.db.soft_reset().await {
-            Ok(()) => {
-                state.reopen_setup();
-                tracing::warn!(
-                    "soft reset: the admin password is cleared; the setup wizard is open again (apps and data kept)"
-                );
-            }
-            Err(err) => tracing::error!(%err, "soft reset failed"),
+        Request::SoftReset => match state {
+            Some(state) => match state.db.soft_reset().await {
+                Ok(()) => {
+                    state.reopen_setup();
+                    tracing::warn!(
+                        "soft reset: the admin password is cleared; the setup wizard is open again (apps and data kept)"
+                    );
+                }
+                Err(err) => tracing::error!(%err, "soft reset failed"),
+            },
+            None => tracing::warn!(
+                "soft reset asked for in recovery mode: it needs the supervisor; ignored (a factory reset works here)"
+            ),
         },
         Request::FactoryReset => {
             // ddaemon-init wipes /data (all but /data/disks) at the next boot.
@@ -558,12 +573,12 @@ async fn carry_out(state: &AppState, marker: &Path, request: ddaemon_recovery::b
                 return;
             }
             tracing::warn!("factory reset requested: restarting to wipe /data (not /data/disks)");
-            if let Err(err) = state.power.request(PowerAction::Restart).await {
+            if let Err(err) = power.request(PowerAction::Restart).await {
                 tracing::error!(%err, "factory reset: cannot restart");
             }
         }
         Request::PowerOff => {
-            if let Err(err) = state.power.request(PowerAction::PowerOff).await {
+            if let Err(err) = power.request(PowerAction::PowerOff).await {
                 tracing::error!(%err, "the power button: cannot shut down");
             }
         }
@@ -578,7 +593,11 @@ async fn serve_recovery(options: &ServeOptions) -> Result<(), ServeError> {
         updates: crate::system::Updates::detect(options.power_control),
         power: crate::system::Power::new(options.power_control),
         factory_reset_marker: crate::system::reset_button::factory_reset_marker(&options.data_dir),
+        unattended: options.recovery_unattended,
     };
+    if options.power_control {
+        start_reset_button(None, state.power, &options.data_dir);
+    }
     let tcp = bind(options.listen).await?;
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     axum::serve(

@@ -89,6 +89,42 @@ async fn recovery_mode_offers_its_page_logs_and_a_confirmed_factory_reset() {
     assert_eq!(switch.status(), 409);
 }
 
+/// Recovery mode that came by itself (the supervisor could not start)
+/// says so and will not erase the device from the page: that takes the
+/// reset button.
+#[tokio::test]
+async fn unattended_recovery_mode_leaves_the_factory_reset_to_the_button() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start_with(dir, vec!["--recovery-unattended".into()]).await;
+    let html = d
+        .http
+        .get(d.url("/"))
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("html");
+    assert!(html.contains("could not start"), "{html}");
+    assert!(
+        !html.contains("action=\"/factory-reset\""),
+        "no factory reset form: {html}"
+    );
+    let refused = d
+        .http
+        .post(d.url("/factory-reset"))
+        .form(&[("confirm", "yes")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(refused.status(), 403);
+    assert!(refused.text().await.expect("text").contains("reset button"));
+    assert!(
+        !d.data().join("ddaemon/factory-reset").exists(),
+        "nothing is marked"
+    );
+}
+
 /// A client routed in from outside the home network (as through a
 /// router's forwarded port) is refused; the home network is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -205,6 +205,10 @@ OnFailure=ddaemon-recovery.service
 ExecStart=/usr/bin/ddaemon serve --data /data --power-control
 KillMode=process
 Restart=always
+# Straight back to starting: since systemd 254 the default restart passes
+# through the failed state, which would start recovery mode (OnFailure=)
+# at the first crash, and keep the boot check from counting restarts.
+RestartMode=direct
 RestartSec=2
 Environment=MALLOC_ARENA_MAX=2
 
@@ -218,9 +222,10 @@ WantedBy=multi-user.target
 const RECOVERY_SERVICE: &str = "[Unit]
 Description=ddaemon recovery mode (the supervisor could not start)
 Conflicts=ddaemon.service
+After=ddaemon.service
 
 [Service]
-ExecStart=/usr/bin/ddaemon serve --recovery --data /data --power-control
+ExecStart=/usr/bin/ddaemon serve --recovery-unattended --data /data --power-control
 Restart=always
 RestartSec=2
 ";

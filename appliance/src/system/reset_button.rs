@@ -49,6 +49,8 @@ pub struct PowerButton {
     dev_input: PathBuf,
     devices: Vec<(PathBuf, std::fs::File)>,
     scanned: Option<Instant>,
+    /// Power keys that could not be opened, said once each.
+    refused: Vec<PathBuf>,
 }
 
 impl PowerButton {
@@ -63,6 +65,7 @@ impl PowerButton {
             dev_input: dev_input.to_owned(),
             devices: Vec::new(),
             scanned: None,
+            refused: Vec::new(),
         };
         button.rescan()?;
         if button.devices.is_empty() {
@@ -93,7 +96,10 @@ impl PowerButton {
                     self.devices.push((path, file));
                 }
                 Err(err) => {
-                    tracing::warn!(device = %path.display(), %err, "cannot open a power key")
+                    if !self.refused.contains(&path) {
+                        tracing::warn!(device = %path.display(), %err, "cannot open a power key");
+                        self.refused.push(path);
+                    }
                 }
             }
         }
@@ -183,7 +189,17 @@ impl ButtonSource for PowerButton {
                 continue;
             }
             let mut buf = [0u8; INPUT_EVENT_SIZE * 16];
-            let n = self.devices[i].1.read(&mut buf)?;
+            // A device unplugged with events still queued reads as gone:
+            // dropped, and the others kept (the next look finds it again
+            // if it comes back).
+            let n = match self.devices[i].1.read(&mut buf) {
+                Ok(n) => n,
+                Err(err) => {
+                    let (path, _) = self.devices.remove(i);
+                    tracing::warn!(device = %path.display(), %err, "an input device went away");
+                    return Ok(None);
+                }
+            };
             // Presses and releases come as pairs; the pattern counts presses.
             if let Some(&pressed) = power_key_edges(&buf[..n]).iter().find(|p| **p) {
                 return Ok(Some(Edge { pressed }));

@@ -108,18 +108,26 @@ pub async fn apply_from_url(
         .ok_or_else(|| refuse("give the http:// or https:// address of an update bundle".into()))?;
     // Nothing is downloaded for a device that could not install it.
     state.updates.check_available().map_err(update_error)?;
+    // Said back without any password in it.
+    let mut shown = url.clone();
+    let _ = shown.set_password(None);
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(15))
+        // A server that stops sending must not hold the installation.
+        .read_timeout(std::time::Duration::from_secs(60))
         .build()
         .map_err(|e| ApiError::internal(&e))?;
-    let response = client
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| refuse(format!("{url} cannot be downloaded: {e}")))?;
+    let response = client.get(url).send().await.map_err(|e| {
+        let cause = std::error::Error::source(&e)
+            .map(|c| format!(" ({c})"))
+            .unwrap_or_default();
+        refuse(format!(
+            "{shown} cannot be downloaded{cause}; check the address and that the device can reach it"
+        ))
+    })?;
     if !response.status().is_success() {
         return Err(refuse(format!(
-            "{url} answered {}; check the address",
+            "{shown} answered {}; check the address",
             response.status()
         )));
     }

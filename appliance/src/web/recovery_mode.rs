@@ -39,7 +39,15 @@ pub struct RecoveryState {
     pub power: Power,
     /// ddaemon-init's factory-reset marker (`DATA/ddaemon/factory-reset`).
     pub factory_reset_marker: PathBuf,
+    /// Recovery mode came by itself (the supervisor could not start), not
+    /// because someone with the device in hand asked for it: anyone at
+    /// home can reach this page, so erasing the device takes the reset
+    /// button, which recovery mode watches too.
+    pub unattended: bool,
 }
+
+/// What the page and a refused factory reset say in unattended recovery.
+pub const RESET_BY_BUTTON: &str = "Recovery mode started by itself, so erasing the device needs the device in hand: use the reset button as for a factory reset (on a PC, press the power button 10 times within 20 s).";
 
 pub fn router(state: RecoveryState) -> Router {
     Router::new()
@@ -68,7 +76,11 @@ fn render(state: &RecoveryState, message: Option<&str>) -> Markup {
     let status = state.updates.status();
     let body = html! {
         h1 { "Recovery mode" }
-        p { "The device started in recovery mode: apps are not running. Choose what to do." }
+        @if state.unattended {
+            p { "The device's supervisor could not start, so the device is in recovery mode: apps are not running. The logs below say why." }
+        } @else {
+            p { "The device started in recovery mode: apps are not running. Choose what to do." }
+        }
         @if let Some(message) = message { p.form-error role="alert" { (message) } }
         dl.facts {
             dt { "Running" } dd { "version " (status.running_version) }
@@ -93,9 +105,13 @@ fn render(state: &RecoveryState, message: Option<&str>) -> Markup {
             }
         }
         h2 { "Factory reset" }
-        form method="post" action="/factory-reset" {
-            label { input type="checkbox" name="confirm" value="yes"; " Erase every app, setting and file on the device (attached disks in /data/disks are kept)" }
-            button { "Factory reset and restart" }
+        @if state.unattended {
+            p { (RESET_BY_BUTTON) " Attached disks in /data/disks are kept." }
+        } @else {
+            form method="post" action="/factory-reset" {
+                label { input type="checkbox" name="confirm" value="yes"; " Erase every app, setting and file on the device (attached disks in /data/disks are kept)" }
+                button { "Factory reset and restart" }
+            }
         }
         h2 { "Logs" }
         p { a.button href="/logs" download="ddaemon-logs.txt" { "Download the logs" } " of this start and the one before." }
@@ -179,6 +195,9 @@ async fn factory_reset(
     State(state): State<RecoveryState>,
     axum::Form(form): axum::Form<ConfirmForm>,
 ) -> Response {
+    if state.unattended {
+        return answer(&state, StatusCode::FORBIDDEN, RESET_BY_BUTTON);
+    }
     if form.confirm.as_deref() != Some("yes") {
         return answer(
             &state,
