@@ -960,7 +960,7 @@ fn the_x86_64_image_updates_switches_back_and_rolls_back() {
     // A good update, which the device downloads itself from an address
     // (the guest reaches the host's loopback as 10.0.2.2): restart into
     // slot B, new version, setup kept. Addresses it cannot use are refused
-    // by field first.
+    // by field first (through the API; the install through the page).
     let server = FileServer::start(dir.path());
     for (url, says) in [
         ("ftp://10.0.2.2/x".to_owned(), "http"),
@@ -977,15 +977,28 @@ fn the_x86_64_image_updates_switches_back_and_rolls_back() {
             "{url}: {refused}"
         );
     }
+    // Given on the System page, as the owner would.
+    let system_page = vm.curl(&[&vm.url("/system")]).unwrap_or_default();
+    assert!(
+        system_page.contains("action=\"/system/update-from-url\""),
+        "the System page offers an address: {system_page}"
+    );
     let asked = Instant::now();
     let name = good.file_name().expect("name").to_string_lossy();
-    let answer = vm.post_within(
+    let answer = vm.curl_answer(
         600,
-        "/api/v1/system/update/from-url",
-        &format!(r#"{{"url":"{}"}}"#, server.guest_url(&name)),
+        &[
+            "--data-urlencode",
+            &format!("csrf_token={}", vm.csrf),
+            "--data-urlencode",
+            &format!("url={}", server.guest_url(&name)),
+            &vm.url("/system/update-from-url"),
+        ],
     );
     assert!(
-        answer.as_ref().is_some_and(|a| a["restarting"] == true),
+        answer
+            .as_ref()
+            .is_ok_and(|page| page.contains("is restarting")),
         "the update from an address was not installed: {answer:?}\n{}",
         vm.serial_tail()
     );

@@ -101,13 +101,20 @@ pub async fn apply_from_url(
     Query(query): Query<SwitchQuery>,
     ApiJson(request): ApiJson<FromUrlRequest>,
 ) -> Result<Json<UpdateApplied>, ApiError> {
+    let version = install_from_url(&state.updates, &request.url).await?;
+    finish(&state, Some(version), None, query.restart.unwrap_or(true)).await
+}
+
+/// Downloads the bundle at `raw` (an http(s) address) into the installer;
+/// the version installed. The API's and the System page's one way.
+pub async fn install_from_url(updates: &Updates, raw: &str) -> Result<String, ApiError> {
     let refuse = |why: String| ApiError::invalid(FieldError::new("url", why));
-    let url = reqwest::Url::parse(request.url.trim())
+    let url = reqwest::Url::parse(raw.trim())
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         .ok_or_else(|| refuse("give the http:// or https:// address of an update bundle".into()))?;
     // Nothing is downloaded for a device that could not install it.
-    state.updates.check_available().map_err(update_error)?;
+    updates.check_available().map_err(update_error)?;
     // Said back without any password in it.
     let mut shown = url.clone();
     let _ = shown.set_password(None);
@@ -132,8 +139,7 @@ pub async fn apply_from_url(
         )));
     }
     let length = response.content_length();
-    let version = install_stream(&state.updates, response.bytes_stream(), length).await?;
-    finish(&state, Some(version), None, query.restart.unwrap_or(true)).await
+    install_stream(updates, response.bytes_stream(), length).await
 }
 
 /// The one path from the page and the API into the installer: the

@@ -148,6 +148,10 @@ pub fn router(state: AppState) -> Router {
             post(pages::update_submit).layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/system/switch-back", post(pages::switch_back_submit))
+        .route(
+            "/system/update-from-url",
+            post(pages::update_from_url_submit),
+        )
         .route("/setup", get(pages::setup_form).post(pages::setup_submit))
         .route(
             "/setup/restore",

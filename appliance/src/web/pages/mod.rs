@@ -19,7 +19,7 @@ pub use login_page::{login_form, login_submit, logout_submit};
 pub use sections::{not_found, power_submit, system};
 pub use setup_page::{restore_progress, restore_submit, setup_form, setup_submit};
 pub use storage_page::{share_submit, storage, storage_action_submit, storage_format_submit};
-pub use update_pages::{switch_back_submit, update_submit};
+pub use update_pages::{switch_back_submit, update_from_url_submit, update_submit};
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};

@@ -13,7 +13,7 @@ use crate::system::PowerAction;
 use crate::system::format_bytes;
 use crate::web::api::request_power;
 use crate::web::api_error::ApiError;
-use crate::web::api_update::install_stream;
+use crate::web::api_update::{install_from_url, install_stream};
 use crate::web::session::PageSession;
 use crate::web::state::AppState;
 use ddaemon_recovery::slots::SlotState;
@@ -57,6 +57,12 @@ pub fn update_section(state: &AppState, session: &PageSession) -> Markup {
                 (csrf_field(session))
                 input type="file" name="bundle" required accept=(format!(".{}", ddaemon_recovery::bundle::EXTENSION));
                 button { "Install and restart" }
+            }
+            p { "Or give its address; the device downloads it itself:" }
+            form method="post" action="/system/update-from-url" {
+                (csrf_field(session))
+                label { "Address " input type="url" name="url" required placeholder="https://…/ddaemon-….ddaemon-update"; }
+                button { "Download, install and restart" }
             }
             @if let Some(slot) = &status.switch_back_to {
                 @let version = status.slots.iter().find(|s| &s.slot == slot).and_then(|s| s.version.clone()).unwrap_or_default();
@@ -119,6 +125,34 @@ pub async fn update_submit(
         Some("Choose an update file first.".into()),
     )
     .await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FromUrlForm {
+    csrf_token: String,
+    url: String,
+}
+
+/// `POST /system/update-from-url`.
+pub async fn update_from_url_submit(
+    State(state): State<AppState>,
+    session: PageSession,
+    axum::Form(form): axum::Form<FromUrlForm>,
+) -> Response {
+    if !session.0.csrf_ok(Some(&form.csrf_token)) {
+        return ApiError::csrf("the form is stale; reload the page and try again").into_response();
+    }
+    match install_from_url(&state.updates, &form.url).await {
+        Ok(version) => {
+            restarting(
+                &state,
+                &session,
+                &format!("Version {version} is installed."),
+            )
+            .await
+        }
+        Err(err) => system_page(&state, &session, Some(err.message())).await,
+    }
 }
 
 #[derive(Debug, Deserialize)]
