@@ -144,9 +144,12 @@ impl Updates {
 
     /// Why updates cannot be installed here, as [`Updates::install`] would say.
     pub fn check_available(&self) -> Result<(), UpdateError> {
+        self.device().map(|_| ())
+    }
+
+    fn device(&self) -> Result<&Device, UpdateError> {
         self.device
-            .as_ref()
-            .map(|_| ())
+            .as_deref()
             .map_err(|why| UpdateError::Unavailable(why.clone()))
     }
 
@@ -203,10 +206,7 @@ impl Updates {
         reader: impl std::io::Read,
         length: Option<u64>,
     ) -> Result<String, UpdateError> {
-        let device = self
-            .device
-            .as_ref()
-            .map_err(|why| UpdateError::Unavailable(why.clone()))?;
+        let device = self.device()?;
         {
             let mut job = self.job.lock().unwrap_or_else(|p| p.into_inner());
             if job.state == JobState::Installing {
@@ -263,10 +263,7 @@ impl Updates {
     /// Makes the other slot, which must hold a confirmed system, boot next
     /// (once, on trial like an update). The device is not restarted here.
     pub fn switch_back(&self) -> Result<String, UpdateError> {
-        let device = self
-            .device
-            .as_ref()
-            .map_err(|why| UpdateError::Unavailable(why.clone()))?;
+        let device = self.device()?;
         // The job lock keeps an installation from starting meanwhile.
         let job = self.job.lock().unwrap_or_else(|p| p.into_inner());
         if job.state == JobState::Installing {

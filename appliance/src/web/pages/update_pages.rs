@@ -104,17 +104,8 @@ pub async fn update_submit(
                     return ApiError::csrf("the form is stale; reload the page and try again")
                         .into_response();
                 }
-                return match install_stream(&state.updates, field, None).await {
-                    Ok(version) => {
-                        restarting(
-                            &state,
-                            &session,
-                            &format!("Version {version} is installed."),
-                        )
-                        .await
-                    }
-                    Err(err) => system_page(&state, &session, Some(err.message())).await,
-                };
+                let installed = install_stream(&state.updates, field, None).await;
+                return installed_or_why(&state, &session, installed).await;
             }
             _ => {}
         }
@@ -142,16 +133,22 @@ pub async fn update_from_url_submit(
     if !session.0.csrf_ok(Some(&form.csrf_token)) {
         return ApiError::csrf("the form is stale; reload the page and try again").into_response();
     }
-    match install_from_url(&state.updates, &form.url).await {
+    let installed = install_from_url(&state.updates, &form.url).await;
+    installed_or_why(&state, &session, installed).await
+}
+
+/// After an installation: the restart into the new version, or the System
+/// page saying why not.
+async fn installed_or_why(
+    state: &AppState,
+    session: &PageSession,
+    installed: Result<String, ApiError>,
+) -> Response {
+    match installed {
         Ok(version) => {
-            restarting(
-                &state,
-                &session,
-                &format!("Version {version} is installed."),
-            )
-            .await
+            restarting(state, session, &format!("Version {version} is installed.")).await
         }
-        Err(err) => system_page(&state, &session, Some(err.message())).await,
+        Err(err) => system_page(state, session, Some(err.message())).await,
     }
 }
 
